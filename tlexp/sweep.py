@@ -1,0 +1,426 @@
+"""A sweep over unfreeze depths: one MLflow parent run, one nested child run per depth.
+
+The head phase (backbone frozen) is the same for every depth, so it is trained once per sweep;
+each depth then starts from that head, unfreezes its top layers and fine-tunes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Callable
+
+from tlexp import backbone as bb
+from tlexp.config import SweepConfig, Depth
+from tlexp.data import Dataset, ImageFormat, Split, load_dataset
+from tlexp.errors import TrialError, first_line
+from tlexp.metrics import Evaluation, confusion_matrix_figure, evaluate_predictions, gaps, overfit_verdict
+from tlexp.plots import depth_summary_figure, training_curves_figure
+from tlexp.pretrain import BackboneWeights, resolve_backbone_weights
+from tlexp.tracking import Tracker
+from tlexp.train import (
+    PhaseSettings,
+    configure_device,
+    fit_phase,
+    predict_probabilities,
+    seed_everything,
+)
+
+if TYPE_CHECKING:
+    import keras
+
+Progress = Callable[[str], None]
+# Per-epoch curves are logged under this prefix so they never collide with the final metrics.
+CURVE_PREFIX = "epoch_"
+INPUT_EXAMPLE_SIZE = 2
+
+
+@dataclass(frozen=True)
+class DepthResult:
+    depth: Depth
+    run_id: str
+    status: str  # "FINISHED" or "FAILED"
+    trainable_layers: int
+    trainable_params: int
+    train_f1_macro: float = float("nan")
+    val_f1_macro: float = float("nan")
+    f1_gap: float = float("nan")
+    overfit: bool = False
+    model_uri: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    sweep_id: str
+    tracking_uri: str
+    experiment_id: str
+    results: tuple[DepthResult, ...]
+    best: DepthResult | None
+
+    @property
+    def failed(self) -> tuple[DepthResult, ...]:
+        return tuple(result for result in self.results if result.status != "FINISHED")
+
+
+@dataclass
+class _Prepared:
+    """Everything a sweep needs before its first epoch; building it validates the whole sweep."""
+
+    config: SweepConfig
+    tracker: Tracker
+    dataset: Dataset
+    train: Split  # preprocessed for the backbone
+    val: Split
+    weights: BackboneWeights
+    layer_counts: dict[Depth, int]
+    head_model: keras.Model
+    device: str
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def run_sweep(config: SweepConfig, *, progress: Progress = _noop) -> SweepResult:
+    """Train one model per unfreeze depth in `config` and track each as a nested MLflow run."""
+    prepared = _prepare(config, progress)
+    tracker = prepared.tracker
+    with tracker.run(_sweep_run_name(config), tags={"tlexp.kind": "sweep"}) as sweep_id:
+        tracker.set_tags({"tlexp.sweep_id": sweep_id, "tlexp.device": prepared.device})
+        tracker.log_params(
+            {**_shared_params(prepared), "unfreeze_depths": [str(d) for d in config.unfreeze]}
+        )
+        head_history = _train_head(prepared, progress)
+        results = []
+        for index, depth in enumerate(config.unfreeze, start=1):
+            result = _run_depth(prepared, head_history, depth, sweep_id=sweep_id, nested=True)
+            progress(f"[{index}/{len(config.unfreeze)}] {_describe(result)}")
+            results.append(result)
+        best = best_result(results)
+        _log_sweep_summary(tracker, results, best, config.overfit_threshold)
+    return SweepResult(sweep_id, tracker.tracking_uri, tracker.experiment_id, tuple(results), best)
+
+
+def run_single(config: SweepConfig, depth: Depth, *, progress: Progress = _noop) -> DepthResult:
+    """Train and track one depth as a top-level MLflow run (no sweep parent)."""
+    config = config.with_overrides(unfreeze=(depth,))
+    prepared = _prepare(config, progress)
+    head_history = _train_head(prepared, progress)
+    result = _run_depth(prepared, head_history, depth, sweep_id=None, nested=False)
+    progress(_describe(result))
+    return result
+
+
+def _prepare(config: SweepConfig, progress: Progress) -> _Prepared:
+    tracker = Tracker(config.tracking_uri, config.experiment)
+    spec = bb.backbone_spec(config.backbone, config.image_size)
+    dataset = load_dataset(
+        config.data,
+        ImageFormat(spec.image_size, spec.channels),
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        demo_images_per_class=config.demo_images_per_class,
+    )
+    device = configure_device(mixed_precision=config.mixed_precision)
+    weights = resolve_backbone_weights(config, spec, tracker, progress)
+    # Seeded here so that the head's initial weights do not depend on what ran before (such as
+    # pretraining the demo backbone in this process).
+    seed_everything(config.seed)
+    base = bb.build_backbone(spec, weights.path)
+    # Every depth is checked against the backbone before any training starts.
+    layer_counts = {depth: bb.resolve_depth(depth, base) for depth in config.unfreeze}
+    head_model = bb.build_classifier(base, len(dataset.class_names), dropout=config.dropout)
+    return _Prepared(
+        config=config,
+        tracker=tracker,
+        dataset=dataset,
+        train=_preprocessed(spec, dataset.train),
+        val=_preprocessed(spec, dataset.val),
+        weights=weights,
+        layer_counts=layer_counts,
+        head_model=head_model,
+        device=device,
+    )
+
+
+def _preprocessed(spec: bb.BackboneSpec, split: Split) -> Split:
+    return Split(bb.preprocess(spec, split.x), split.y, split.sources)
+
+
+def _train_head(prepared: _Prepared, progress: Progress) -> dict[str, list[float]]:
+    """The frozen-backbone phase, shared by every depth of the sweep."""
+    config = prepared.config
+    bb.unfreeze_top_layers(prepared.head_model, 0)
+    progress(
+        f"training the head on {len(prepared.train)} images, backbone frozen "
+        f"({config.epochs_head} epochs, {prepared.device})"
+    )
+    return fit_phase(
+        prepared.head_model,
+        prepared.train,
+        prepared.val,
+        PhaseSettings(
+            config.epochs_head,
+            config.learning_rate_head,
+            config.batch_size,
+            config.seed,
+            config.early_stopping_patience,
+        ),
+    )
+
+
+def _run_depth(
+    prepared: _Prepared,
+    head_history: dict[str, list[float]],
+    depth: Depth,
+    *,
+    sweep_id: str | None,
+    nested: bool,
+) -> DepthResult:
+    tracker, config = prepared.tracker, prepared.config
+    layer_count = prepared.layer_counts[depth]
+    tags = {"tlexp.kind": "depth", "tlexp.device": prepared.device}
+    if prepared.weights.pretrain_run_id:
+        tags["tlexp.backbone_pretrain_run_id"] = prepared.weights.pretrain_run_id
+    model = _model_from_head(prepared.head_model)
+    # Random-init BatchNorm statistics mean nothing: from scratch, BatchNorm trains.
+    trainable_layers = bb.unfreeze_top_layers(
+        model, layer_count, freeze_batchnorm=prepared.weights.path is not None
+    )
+    trainable_params = bb.count_params(model.trainable_weights)
+    run_id = ""
+    try:
+        with tracker.run(f"unfreeze-{depth}", nested=nested, tags=tags) as run_id:
+            tracker.set_tags({"tlexp.sweep_id": sweep_id or run_id})
+            tracker.log_params({**_shared_params(prepared), "unfreeze_layers": depth})
+            tracker.log_metrics(
+                {
+                    "trainable_layers": trainable_layers,
+                    "trainable_params": trainable_params,
+                    "total_params": bb.count_params(model.weights),
+                }
+            )
+            try:
+                return _train_and_log(prepared, model, head_history, depth, trainable_layers, run_id)
+            except Exception as error:
+                tracker.set_tags({"tlexp.error": first_line(error)[:500]})
+                tracker.log_text(traceback.format_exc(), "error/traceback.txt")
+                raise TrialError(f"unfreeze depth {depth} failed: {first_line(error)}") from error
+    except TrialError as error:
+        return DepthResult(
+            depth, run_id, "FAILED", trainable_layers, trainable_params, error=str(error)
+        )
+
+
+def _model_from_head(head_model: keras.Model) -> keras.Model:
+    """A fresh copy of the trained head model, so that depths never share weights."""
+    import keras
+
+    model = keras.models.clone_model(head_model)
+    model.set_weights(head_model.get_weights())
+    return model
+
+
+def _train_and_log(
+    prepared: _Prepared,
+    model: keras.Model,
+    head_history: dict[str, list[float]],
+    depth: Depth,
+    trainable_layers: int,
+    run_id: str,
+) -> DepthResult:
+    tracker, config, dataset = prepared.tracker, prepared.config, prepared.dataset
+    head_epochs = len(head_history.get("loss", []))
+    tracker.log_history(head_history, prefix=CURVE_PREFIX, first_step=0)
+    finetune_history = fit_phase(
+        model,
+        prepared.train,
+        prepared.val,
+        PhaseSettings(
+            config.epochs_finetune,
+            config.learning_rate_finetune,
+            config.batch_size,
+            config.seed,
+            config.early_stopping_patience,
+        ),
+        initial_epoch=head_epochs,
+        on_epoch_end=lambda epoch, logs: tracker.log_metrics(
+            {f"{CURVE_PREFIX}{name}": value for name, value in logs.items()}, step=epoch
+        ),
+    )
+    train = _evaluate(model, "train", prepared.train, dataset, config.batch_size)
+    val = _evaluate(model, "val", prepared.val, dataset, config.batch_size)
+    gap = gaps(train, val)
+    verdict = overfit_verdict(gap["f1_gap"], threshold=config.overfit_threshold)
+    tracker.log_metrics(
+        {
+            **train.prefixed_scores(),
+            **val.prefixed_scores(),
+            **val.per_class_metrics(),
+            **gap,
+            "epochs_trained": head_epochs + len(finetune_history.get("loss", [])),
+        }
+    )
+    tracker.set_tags(
+        {"tlexp.overfit": str(verdict.overfit).lower(), "tlexp.overfit_reason": verdict.reason}
+    )
+    for evaluation in (train, val):
+        tracker.log_json(evaluation.confusion_json(), f"confusion_matrix/{evaluation.split}.json")
+        tracker.log_figure(confusion_matrix_figure(evaluation), f"confusion_matrix/{evaluation.split}.png")
+        tracker.log_json(evaluation.report(), f"classification_report/{evaluation.split}.json")
+    tracker.log_figure(
+        training_curves_figure(
+            _joined_history(head_history, finetune_history),
+            finetune_starts_at=head_epochs,
+            title=f"unfreeze {depth} ({trainable_layers} backbone layers trainable)",
+        ),
+        "training_curves.png",
+    )
+    model_uri = tracker.log_keras_model(model, input_example=prepared.val.x[:INPUT_EXAMPLE_SIZE])
+    return DepthResult(
+        depth=depth,
+        run_id=run_id,
+        status="FINISHED",
+        trainable_layers=trainable_layers,
+        trainable_params=bb.count_params(model.trainable_weights),
+        train_f1_macro=train.scores["f1_macro"],
+        val_f1_macro=val.scores["f1_macro"],
+        f1_gap=gap["f1_gap"],
+        overfit=verdict.overfit,
+        model_uri=model_uri,
+    )
+
+
+def _evaluate(model: keras.Model, name: str, split: Split, dataset: Dataset, batch_size: int) -> Evaluation:
+    probabilities = predict_probabilities(model, split.x, batch_size=batch_size)
+    return evaluate_predictions(name, split.y, probabilities, dataset.class_names)
+
+
+def _joined_history(*histories: dict[str, list[float]]) -> dict[str, list[float]]:
+    joined: dict[str, list[float]] = {}
+    for history in histories:
+        for name, values in history.items():
+            joined.setdefault(name, []).extend(values)
+    return joined
+
+
+def _shared_params(prepared: _Prepared) -> dict[str, object]:
+    config, dataset = prepared.config, prepared.dataset
+    return {
+        "backbone": config.backbone,
+        "weights": config.resolved_weights,
+        "backbone_weights_path": prepared.weights.path,
+        "backbone_weights_sha256": prepared.weights.sha256,
+        "image_size": prepared.train.x.shape[1],
+        "learning_rate_head": config.learning_rate_head,
+        "learning_rate_finetune": config.learning_rate_finetune,
+        "epochs_head": config.epochs_head,
+        "epochs_finetune": config.epochs_finetune,
+        "batch_size": config.batch_size,
+        "dropout": config.dropout,
+        "early_stopping_patience": config.early_stopping_patience,
+        "seed": config.seed,
+        "dataset": dataset.name,
+        "num_classes": len(dataset.class_names),
+        "class_names": list(dataset.class_names),
+        "n_train": len(dataset.train),
+        "n_val": len(dataset.val),
+        "n_test": len(dataset.test),
+        "val_fraction": config.val_fraction,
+        "test_fraction": config.test_fraction,
+        "overfit_threshold": config.overfit_threshold,
+        "mixed_precision": config.mixed_precision and prepared.device != "CPU",
+    }
+
+
+def best_result(results: list[DepthResult]) -> DepthResult | None:
+    """Highest val macro-F1; ties go to the smaller gap, then to fewer trainable parameters."""
+    finished = [result for result in results if result.status == "FINISHED"]
+    if not finished:
+        return None
+    return max(finished, key=lambda r: (r.val_f1_macro, -r.f1_gap, -r.trainable_params))
+
+
+SUMMARY_COLUMNS = (
+    "unfreeze_layers",
+    "status",
+    "trainable_layers",
+    "trainable_params",
+    "train_f1_macro",
+    "val_f1_macro",
+    "f1_gap",
+    "overfit",
+    "run_id",
+)
+
+
+def summary_rows(results: list[DepthResult]) -> list[dict[str, object]]:
+    rows = []
+    for result in results:
+        row = asdict(result)
+        row["unfreeze_layers"] = str(row.pop("depth"))
+        rows.append({column: row[column] for column in SUMMARY_COLUMNS})
+    return rows
+
+
+def _log_sweep_summary(
+    tracker: Tracker, results: list[DepthResult], best: DepthResult | None, threshold: float
+) -> None:
+    rows = summary_rows(results)
+    tracker.log_json({"columns": list(SUMMARY_COLUMNS), "rows": rows}, "summary/summary.json")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    tracker.log_text(buffer.getvalue(), "summary/summary.csv")
+    finished = [result for result in results if result.status == "FINISHED"]
+    if finished:
+        tracker.log_figure(
+            depth_summary_figure(
+                [str(result.depth) for result in finished],
+                [result.val_f1_macro for result in finished],
+                [result.f1_gap for result in finished],
+                threshold=threshold,
+            ),
+            "summary/depth_vs_f1.png",
+        )
+    tracker.log_metrics({"failed_depths": len(results) - len(finished)})
+    if best is not None:
+        tracker.log_metrics({"best_val_f1_macro": best.val_f1_macro})
+        tracker.set_tags({"tlexp.best_depth": str(best.depth), "tlexp.best_run_id": best.run_id})
+
+
+def format_summary(results: tuple[DepthResult, ...] | list[DepthResult]) -> str:
+    """The end-of-sweep table: depth, train F1, val F1, gap, overfit."""
+    header = f"{'depth':>6}  {'trainable':>9}  {'train F1':>8}  {'val F1':>6}  {'gap':>6}  overfit"
+    lines = [header]
+    for r in results:
+        if r.status != "FINISHED":
+            lines.append(f"{str(r.depth):>6}  {r.trainable_layers:>9}  FAILED: {r.error}")
+            continue
+        lines.append(
+            f"{str(r.depth):>6}  {r.trainable_layers:>9}  {r.train_f1_macro:>8.3f}  "
+            f"{r.val_f1_macro:>6.3f}  {r.f1_gap:>+6.3f}  {'yes' if r.overfit else 'no'}"
+        )
+    return "\n".join(lines)
+
+
+def _describe(result: DepthResult) -> str:
+    if result.status != "FINISHED":
+        return f"unfreeze={result.depth}: FAILED ({result.error})"
+    return (
+        f"unfreeze={result.depth}: {result.trainable_layers} layers trainable, "
+        f"val_f1_macro={result.val_f1_macro:.3f} f1_gap={result.f1_gap:+.3f} "
+        f"overfit={'yes' if result.overfit else 'no'}"
+    )
+
+
+def _sweep_run_name(config: SweepConfig) -> str:
+    return f"sweep-{config.backbone}-{config.dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+

@@ -1,0 +1,115 @@
+"""Training: device set-up, seeding, the frozen head phase, fine-tuning and inference.
+
+Keras is imported inside functions so that importing tlexp stays instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from tlexp.data import Split
+from tlexp.errors import TrialError
+
+if TYPE_CHECKING:
+    import keras
+
+# Called after each epoch with (global epoch index, Keras' logs for that epoch).
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class PhaseSettings:
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    seed: int
+    early_stopping_patience: int | None = None
+
+
+def configure_device(*, mixed_precision: bool) -> str:
+    """Use a GPU when TensorFlow sees one (memory growth on); describe the device in use."""
+    import keras
+    import tensorflow as tf
+
+    # Progress bars would interleave with tlexp's own progress lines (MLflow predicts when it
+    # validates a logged model's input example).
+    keras.config.disable_interactive_logging()
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised by an earlier call in this process
+            pass
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return f"GPU:0 ({name})" + (", mixed_float16" if mixed_precision else "")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def fit_phase(
+    model: keras.Model,
+    train: Split,
+    val: Split,
+    settings: PhaseSettings,
+    *,
+    initial_epoch: int = 0,
+    on_epoch_end: EpochHook | None = None,
+) -> dict[str, list[float]]:
+    """Compile `model` for this phase and fit it; returns Keras' history, one value per epoch."""
+    import keras
+
+    if settings.epochs == 0:
+        return {}
+    seed_everything(settings.seed + initial_epoch)
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    if settings.early_stopping_patience is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    if on_epoch_end is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
+    history = model.fit(
+        train.x,
+        train.y,
+        validation_data=(val.x, val.y),
+        batch_size=settings.batch_size,
+        epochs=initial_epoch + settings.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    losses = history.history.get("loss", [])
+    if losses and not np.isfinite(losses[-1]):
+        raise TrialError(
+            f"training loss became {losses[-1]} at epoch {initial_epoch + len(losses)}; "
+            "expected a finite loss (try a lower learning rate)"
+        )
+    return history.history
+
+
+def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
+    """Class probabilities in inference mode (dropout off, BatchNorm on its moving statistics)."""
+    probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float64")
+    # float32 softmax rows sum to 1 only up to rounding; scikit-learn's log_loss checks the sum.
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
