@@ -197,18 +197,21 @@ def unfreeze_top_layers(
 ) -> int:
     """Make the top `layer_count` backbone layers trainable (the head always is) and freeze the
     rest. With `freeze_batchnorm` (pretrained weights), BatchNorm layers stay frozen so that they
-    keep their pretrained statistics in inference mode. Returns how many backbone layers train."""
+    keep their pretrained statistics in inference mode. Returns how many backbone layers have
+    weights that train."""
     from keras import layers
 
     backbone = backbone_of(classifier)
     backbone.trainable = layer_count > 0
-    if layer_count > 0:
-        for layer in backbone.layers[: len(backbone.layers) - layer_count]:
-            layer.trainable = False
-    for layer in backbone.layers:
-        if freeze_batchnorm and isinstance(layer, layers.BatchNormalization):
-            layer.trainable = False
-    return sum(layer.trainable for layer in backbone.layers) if layer_count > 0 else 0
+    if layer_count == 0:
+        return 0
+    # Each layer is set explicitly: Keras skips the recursive setter when the model's own flag
+    # does not change, which would leave layers frozen by an earlier call frozen.
+    first_trainable = len(backbone.layers) - layer_count
+    for index, layer in enumerate(backbone.layers):
+        is_frozen_batchnorm = freeze_batchnorm and isinstance(layer, layers.BatchNormalization)
+        layer.trainable = index >= first_trainable and not is_frozen_batchnorm
+    return sum(1 for layer in backbone.layers if layer.trainable and layer.trainable_weights)
 
 
 def count_params(weights) -> int:
