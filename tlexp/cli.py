@@ -110,3 +110,7 @@ def run(config_file: str | None, unfreeze: str, **options) -> None:
     if result.status != "FINISHED":
         raise click.ClickException(f"unfreeze depth {result.depth} failed")
     click.echo(f"run {result.run_id}; model {result.model_uri}")
+
+
+if __name__ == "__main__":
+    main()
