@@ -137,3 +137,20 @@ def test_imagenet_weights_offline_fail_in_one_line(tmp_path, store_uri):
     assert last.startswith("Error: could not download ImageNet weights for mobilenet_v2 from https://")
     assert last.endswith("pass --weights PATH with a local weights file")
     assert "Traceback" not in completed.stderr
+
+
+def test_leaked_copies_stop_the_sweep_before_training_naming_the_files(tmp_path, store_uri):
+    write_rgb_folder(tmp_path / "images", per_class=10)
+    ants = sorted((tmp_path / "images" / "ant").glob("*.jpg"))
+    for index, path in enumerate(ants[:4]):
+        (tmp_path / "images" / "ant" / f"copy_{index}.jpg").write_bytes(path.read_bytes())
+    result = CliRunner().invoke(
+        main, ["sweep", "--data", str(tmp_path / "images"), "--tracking-uri", store_uri,
+               "--val-fraction", "0.3", "--test-fraction", "0.3"],
+    )
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: ") and "occur in more than one split" in line
+    assert "copy_" in line and "--allow-overlap" in line
+    client = MlflowClient(tracking_uri=store_uri)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

@@ -89,3 +89,26 @@ def test_npz_without_labels_is_rejected(tmp_path):
     np.savez(tmp_path / "set.npz", images=np.zeros((4, 8, 8)))
     with pytest.raises(DataError, match="lacks array x, y"):
         load(tmp_path / "set.npz")
+
+
+def test_copies_under_new_names_across_splits_are_found(tmp_path):
+    from tlexp.data import split_overlaps
+
+    root = write_image_folder(tmp_path / "images", per_class=12, mode="L")
+    clean = load(root)
+    assert split_overlaps(clean) == ()
+    # Copy every cat image under a new name into the dog class: each copy lands somewhere.
+    for index, path in enumerate(sorted((root / "cat").glob("*.png"))):
+        (root / "dog" / f"renamed_{index}.png").write_bytes(path.read_bytes())
+    overlaps = split_overlaps(load(root))
+    assert overlaps
+    for overlap in overlaps:
+        names = {source.rsplit("/", 1)[-1] for _, source in overlap.occurrences}
+        assert len({split for split, _ in overlap.occurrences}) > 1
+        assert any(name.startswith("renamed_") for name in names) and any(name.startswith("cat_") for name in names)
+
+
+def test_demo_splits_do_not_overlap():
+    from tlexp.data import split_overlaps
+
+    assert split_overlaps(load("demo", demo_images_per_class=40)) == ()

@@ -45,3 +45,29 @@ def test_gap_and_overfit_flag():
 
 def test_class_names_become_safe_metric_names():
     assert metric_safe("golden retriever/puppy?") == "golden_retriever_puppy_"
+
+
+def test_worked_binary_example_from_a_confusion_matrix():
+    # [[40, 10], [5, 45]], rows = actual (positive, negative): TP 40, FN 10, FP 5, TN 45.
+    positive, negative = 0, 1
+    y_true = np.array([positive] * 50 + [negative] * 50)
+    y_pred = np.array([positive] * 40 + [negative] * 10 + [positive] * 5 + [negative] * 45)
+    evaluation = evaluate_predictions("val", y_true, one_hot(y_pred, 2), ("positive", "negative"))
+    assert evaluation.confusion.tolist() == [[40, 10], [5, 45]]
+    assert round(evaluation.per_class["precision"]["positive"], 3) == 0.889
+    assert round(evaluation.per_class["recall"]["positive"], 3) == 0.800
+    assert round(evaluation.per_class["f1"]["positive"], 3) == 0.842
+    assert round(evaluation.scores["accuracy"], 3) == 0.850
+    assert evaluation.scores["balanced_accuracy"] == pytest.approx((0.8 + 0.9) / 2)
+
+
+def test_ranking_scores_from_probabilities():
+    y_true = np.array([0, 0, 1, 1])
+    probabilities = np.array([[0.9, 0.1], [0.4, 0.6], [0.35, 0.65], [0.2, 0.8]])
+    evaluation = evaluate_predictions("val", y_true, probabilities, ("a", "b"))
+    assert evaluation.scores["roc_auc"] == pytest.approx(1.0)
+    assert evaluation.scores["average_precision"] == pytest.approx(1.0)
+    three = evaluate_predictions("val", np.array([0, 1, 2]), np.eye(3), ("a", "b", "c"))
+    assert three.scores["roc_auc"] == pytest.approx(1.0)
+    missing = evaluate_predictions("val", np.array([0, 0]), np.eye(3)[:2], ("a", "b", "c"))
+    assert np.isnan(missing.scores["roc_auc"])

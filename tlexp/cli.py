@@ -31,6 +31,7 @@ def _config_options(command):
         click.option("--val-fraction", type=float, help="Share of images in the validation split [default: 0.2]."),
         click.option("--test-fraction", type=float, help="Share of images held out as the test split [default: 0.2]."),
         click.option("--overfit-threshold", type=float, help="Flag a run as overfit when train minus val macro-F1 exceeds this [default: 0.10]."),
+        click.option("--allow-overlap/--no-allow-overlap", default=None, help="Train even when an image occurs in more than one split (tagged tlexp.overlap_warning) instead of stopping."),
         click.option("--mixed-precision/--no-mixed-precision", default=None, help="Train in mixed_float16 on a GPU (ignored on the CPU)."),
         click.option("--experiment", help="MLflow experiment name [default: tlexp]."),
         click.option("--tracking-uri", help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db]."),

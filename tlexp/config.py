@@ -41,6 +41,7 @@ class SweepConfig:
     test_fraction: float = 0.2
     demo_images_per_class: int = 60
     overfit_threshold: float = 0.10
+    allow_overlap: bool = False
     mixed_precision: bool = False
     experiment: str = "tlexp"
     tracking_uri: str | None = None
@@ -94,8 +95,9 @@ def _validate(config: SweepConfig) -> None:
             "expected less than 1 so that some images are left to train on"
         )
     _require_number(config, "overfit_threshold", low=0.0, high=1.0, allow_low=True)
-    if not isinstance(config.mixed_precision, bool):
-        raise ConfigError(f"mixed_precision must be true or false, got {config.mixed_precision!r}")
+    for key in ("mixed_precision", "allow_overlap"):
+        if not isinstance(getattr(config, key), bool):
+            raise ConfigError(f"{key} must be true or false, got {getattr(config, key)!r}")
     if not isinstance(config.experiment, str) or not config.experiment.strip():
         raise ConfigError(f"experiment must be a non-empty name, got {config.experiment!r}")
     if not isinstance(config.data, str) or not config.data:

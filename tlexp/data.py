@@ -6,6 +6,7 @@ channels) for the backbone at hand; preprocessing for the backbone happens in `t
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,16 @@ class Dataset:
     train: Split
     val: Split
     test: Split
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """One image that occurs in more than one split, with every place it occurs."""
+
+    occurrences: tuple[tuple[str, str], ...]  # (split name, source)
+
+    def describe(self) -> str:
+        return " = ".join(f"{source} ({split})" for split, source in self.occurrences)
 
 
 @dataclass(frozen=True)
@@ -223,3 +234,27 @@ def fit_images(x: np.ndarray, image_format: ImageFormat) -> np.ndarray:
     pixels = np.clip(x, 0, 255).astype("uint8")
     images = [Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image) for image in pixels]
     return np.stack([_pil_to_array(image, image_format) for image in images])
+
+
+def content_digest(image: np.ndarray) -> str:
+    """SHA-256 of an image's pixels as loaded: the same picture under another name matches."""
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def split_overlaps(dataset: Dataset) -> tuple[Overlap, ...]:
+    """Images whose pixels occur in more than one of train/validation/test: a leak."""
+    occurrences: dict[str, list[tuple[str, str]]] = {}
+    for name, split in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test)):
+        for image, source in zip(split.x, split.sources):
+            occurrences.setdefault(content_digest(image), []).append((name, source))
+    return tuple(
+        Overlap(tuple(places))
+        for places in occurrences.values()
+        if len({split for split, _ in places}) > 1
+    )
+
+
+def describe_overlaps(overlaps: tuple[Overlap, ...], *, limit: int = 5) -> str:
+    listed = "; ".join(overlap.describe() for overlap in overlaps[:limit])
+    more = f"; and {len(overlaps) - limit} more" if len(overlaps) > limit else ""
+    return f"{len(overlaps)} image(s) occur in more than one split: {listed}{more}"

@@ -61,6 +61,8 @@ def evaluate_predictions(
         "f1_macro": f1,
         "f1_weighted": skm.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0),
         "loss": skm.log_loss(y_true, probabilities, labels=labels),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
+        **ranking_scores(y_true, probabilities, labels),
     }
     class_precision, class_recall, class_f1, _ = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average=None, zero_division=0
@@ -78,6 +80,28 @@ def evaluate_predictions(
         per_class=per_class,
         confusion=skm.confusion_matrix(y_true, y_pred, labels=labels),
     )
+
+
+def ranking_scores(y_true: np.ndarray, probabilities: np.ndarray, labels: list[int]) -> dict[str, float]:
+    """ROC-AUC and average precision (PR-AUC) from the probabilities; one-vs-rest macro averages
+    for more than two classes. NaN when undefined (a class absent from y_true)."""
+    present = np.isin(labels, y_true)
+    if not present.all():
+        return {"roc_auc": float("nan"), "average_precision": float("nan")}
+    if len(labels) == 2:
+        scores = probabilities[:, 1]
+        return {
+            "roc_auc": skm.roc_auc_score(y_true, scores),
+            "average_precision": skm.average_precision_score(y_true, scores),
+        }
+    from sklearn.preprocessing import label_binarize
+
+    return {
+        "roc_auc": skm.roc_auc_score(y_true, probabilities, multi_class="ovr", labels=labels),
+        "average_precision": skm.average_precision_score(
+            label_binarize(y_true, classes=labels), probabilities, average="macro"
+        ),
+    }
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Callable
 
 from tlexp import backbone as bb
 from tlexp.config import SweepConfig, Depth
-from tlexp.data import Dataset, ImageFormat, Split, load_dataset
-from tlexp.errors import TrialError, first_line
+from tlexp.data import Dataset, ImageFormat, Split, describe_overlaps, load_dataset, split_overlaps
+from tlexp.errors import DataError, TrialError, first_line
 from tlexp.metrics import Evaluation, confusion_matrix_figure, evaluate_predictions, gaps, overfit_verdict
 from tlexp.plots import depth_summary_figure, training_curves_figure
 from tlexp.pretrain import BackboneWeights, resolve_backbone_weights
@@ -79,6 +79,7 @@ class _Prepared:
     layer_counts: dict[Depth, int]
     head_model: keras.Model
     device: str
+    leak: str | None  # a description of images shared between splits, when allowed
 
 
 def _noop(_: str) -> None:
@@ -126,6 +127,7 @@ def _prepare(config: SweepConfig, progress: Progress) -> _Prepared:
         test_fraction=config.test_fraction,
         demo_images_per_class=config.demo_images_per_class,
     )
+    leak = _check_overlaps(dataset, allow=config.allow_overlap)
     device = configure_device(mixed_precision=config.mixed_precision)
     weights = resolve_backbone_weights(config, spec, tracker, progress)
     # Seeded here so that the head's initial weights do not depend on what ran before (such as
@@ -145,7 +147,23 @@ def _prepare(config: SweepConfig, progress: Progress) -> _Prepared:
         layer_counts=layer_counts,
         head_model=head_model,
         device=device,
+        leak=leak,
     )
+
+
+def _check_overlaps(dataset: Dataset, *, allow: bool) -> str | None:
+    """An image in more than one split stops the sweep before training, unless allowed; then the
+    description becomes a warning tag on every run."""
+    overlaps = split_overlaps(dataset)
+    if not overlaps:
+        return None
+    description = describe_overlaps(overlaps)
+    if not allow:
+        raise DataError(
+            f"{description}; expected every image in one split only (remove the copies, or pass "
+            "--allow-overlap to train anyway)"
+        )
+    return description
 
 
 def _preprocessed(spec: bb.BackboneSpec, split: Split) -> Split:
@@ -185,6 +203,8 @@ def _run_depth(
     tracker, config = prepared.tracker, prepared.config
     layer_count = prepared.layer_counts[depth]
     tags = {"tlexp.kind": "depth", "tlexp.device": prepared.device}
+    if prepared.leak:
+        tags["tlexp.overlap_warning"] = prepared.leak[:5000]
     if prepared.weights.pretrain_run_id:
         tags["tlexp.backbone_pretrain_run_id"] = prepared.weights.pretrain_run_id
     model = _model_from_head(prepared.head_model)
@@ -334,6 +354,7 @@ def _shared_params(prepared: _Prepared) -> dict[str, object]:
         "val_fraction": config.val_fraction,
         "test_fraction": config.test_fraction,
         "overfit_threshold": config.overfit_threshold,
+        "allow_overlap": config.allow_overlap,
         "mixed_precision": config.mixed_precision and prepared.device != "CPU",
     }
 
