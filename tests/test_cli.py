@@ -40,6 +40,9 @@ def test_help_does_not_import_tensorflow():
         (["--unfreeze", "0,500"], "Error: unfreeze depth 500 is larger than backbone demo_cnn, which has 9 layers; expected 0..9 or 'all'"),
         (["--tracking-uri", "ftp:/x"], "Error: tracking URI 'ftp:/x' is not one tlexp can use; expected sqlite:///PATH, http(s)://HOST:PORT or file:///PATH"),
         (["--val-fraction", "0.7", "--test-fraction", "0.3"], "Error: val_fraction + test_fraction = 1; expected less than 1 so that some images are left to train on"),
+        (["--data", "demo-rare", "--positive-class", "8"], "Error: positive_class '8' is not a class of this data; expected one of 'other', '9'"),
+        (["--positive-class", "5"], "Error: positive_class '5' is set but the task has 5 classes; expected a binary task"),
+        (["--threshold-rule", "min_recall", "--threshold-target", "0.9"], "Error: threshold_rule min_recall applies to binary tasks, but demo has 5 classes; expected threshold_rule max_f1"),
     ],
 )
 def test_bad_input_is_one_error_line_and_leaves_no_run(args, line, store_uri, cache_dir):
@@ -74,8 +77,13 @@ def test_sweep_command_prints_progress_and_summary(tiny_config, store_uri, cache
     assert any(line.startswith("[1/2] unfreeze=0:") for line in lines)
     assert any(line.startswith("[2/2] unfreeze=all:") for line in lines)
     header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["depth"])
-    assert lines[header].split() == ["depth", "trainable", "train", "F1", "val", "F1", "gap", "overfit"]
-    assert [line.split()[0] for line in lines[header + 1 : header + 3]] == ["0", "all"]
+    assert lines[header].split() == [
+        "depth", "trainable", "train", "F1", "val", "F1", "[95%", "CI]", "gap", "overfit",
+        "rare", "recall", "[95%", "CI]", "threshold", "verdict",
+    ]
+    rows = [line.split() for line in lines[header + 1 : header + 3]]
+    assert [row[0] for row in rows] == ["0", "all"]
+    assert all(row[-1] in ("good", "bad", "(!)") and "argmax" in row for row in rows)
     assert f"mlflow ui --backend-store-uri {store_uri}" in result.output
     experiment = client.get_experiment_by_name("cli")
     assert len(client.search_runs([experiment.experiment_id])) == 3

@@ -72,6 +72,15 @@ def test_malformed_yaml_and_toml_are_config_errors(tmp_path):
         ({"weights": "imagenet"}, "weights 'imagenet' does not apply to backbone 'demo'"),
         ({"weights": "/no/such.weights.h5"}, "weights file '/no/such.weights.h5' does not exist"),
         ({"seed": "x"}, "seed must be an integer"),
+        ({"dropout": -0.1}, "dropout must be >= 0 and < 1, got -0.1"),
+        ({"threshold_rule": "youden"}, "unknown threshold_rule 'youden'; expected one of max_f1, min_recall, min_precision"),
+        ({"threshold_rule": "min_recall"}, "threshold_rule min_recall needs threshold_target"),
+        ({"threshold_target": 0.9}, "threshold_target 0.9 is set but threshold_rule is max_f1"),
+        ({"threshold_rule": "min_precision", "threshold_target": 1.5}, "threshold_target must be > 0 and <= 1, got 1.5"),
+        ({"class_weight": "auto"}, "unknown class_weight 'auto'; expected one of none, balanced"),
+        ({"bootstrap_resamples": 10}, "bootstrap_resamples must be an integer >= 100, got 10"),
+        ({"verdict_min_recall": 2}, "verdict_min_recall must be >= 0 and <= 1, got 2"),
+        ({"allow_overlap": "yes"}, "allow_overlap must be true or false, got 'yes'"),
     ],
 )
 def test_out_of_range_values_are_named(overrides, message):
@@ -83,3 +92,10 @@ def test_every_config_key_is_a_dataclass_field():
     assert set(CONFIG_KEYS) == set(SweepConfig.__dataclass_fields__)
     with pytest.raises(ConfigError, match="unknown option key 'epochs'"):
         load_config(None, epochs=3)
+
+
+def test_positive_class_read_as_a_number_becomes_a_class_name(tmp_path):
+    path = tmp_path / "rare.yaml"
+    path.write_text("data: demo-rare\npositive_class: 9\n")
+    config = load_config(path)
+    assert config.positive_class == "9" and config.dataset_name == "demo-rare"

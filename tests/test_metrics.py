@@ -71,3 +71,95 @@ def test_ranking_scores_from_probabilities():
     assert three.scores["roc_auc"] == pytest.approx(1.0)
     missing = evaluate_predictions("val", np.array([0, 0]), np.eye(3)[:2], ("a", "b", "c"))
     assert np.isnan(missing.scores["roc_auc"])
+
+
+from tlexp.config import SweepConfig
+from tlexp.metrics import (
+    accuracy_paradox,
+    assess,
+    bootstrap_interval,
+    choose_threshold,
+    quality_verdict,
+)
+
+
+def binary_scores():
+    # Positive class 1. Scores sorted so thresholds trade recall for precision.
+    y_true = np.array([0, 0, 0, 0, 0, 0, 1, 0, 1, 1])
+    positive = np.array([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.8, 0.9])
+    return y_true, np.column_stack([1 - positive, positive])
+
+
+def test_threshold_rules_pick_points_on_the_validation_curve():
+    y_true, probabilities = binary_scores()
+    best_f1 = choose_threshold(y_true, probabilities, 1, rule="max_f1", target=None)
+    assert best_f1.value == pytest.approx(0.55) and best_f1.met  # P 0.75, R 1.0: F1 0.857
+    recall = choose_threshold(y_true, probabilities, 1, rule="min_recall", target=1.0)
+    assert recall.value == pytest.approx(0.55) and recall.met  # recall 1.0, precision 0.75
+    precision = choose_threshold(y_true, probabilities, 1, rule="min_precision", target=0.9)
+    assert precision.value == pytest.approx(0.8) and precision.met  # precision 1.0, best recall 0.667
+    impossible = choose_threshold(y_true, probabilities[:, ::-1], 1, rule="min_precision", target=0.99)
+    assert not impossible.met and "not reachable" in impossible.note
+    predicted = recall.apply(probabilities)
+    assert predicted.tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_thresholded_metrics_use_the_threshold():
+    y_true, probabilities = binary_scores()
+    threshold = choose_threshold(y_true, probabilities, 1, rule="min_recall", target=1.0)
+    evaluation = evaluate_predictions("val", y_true, probabilities, ("neg", "pos"), threshold=threshold)
+    assert evaluation.per_class["recall"]["pos"] == 1.0
+    assert evaluation.per_class["precision"]["pos"] == pytest.approx(0.75)
+    assert evaluation.confusion.tolist() == [[6, 1], [0, 3]]
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 2, 60)
+    y_pred = np.where(rng.random(60) < 0.8, y_true, 1 - y_true)
+    statistic = lambda t, p: f1_score(t, p, average="macro")  # noqa: E731
+    low, high = bootstrap_interval(y_true, y_pred, statistic, resamples=500, seed=1)
+    assert (low, high) == bootstrap_interval(y_true, y_pred, statistic, resamples=500, seed=1)
+    assert low < statistic(y_true, y_pred) < high and high - low > 0.05
+
+
+def test_a_gap_inside_validation_noise_is_not_called_overfitting():
+    inside = overfit_verdict(0.15, threshold=0.10, train_f1=0.85, val_f1_ci=(0.55, 0.90))
+    assert not inside.overfit and "within validation noise" in inside.reason
+    above = overfit_verdict(0.15, threshold=0.10, train_f1=0.99, val_f1_ci=(0.70, 0.90))
+    assert above.overfit and "above the val F1 95% CI" in above.reason
+
+
+def test_accuracy_paradox_and_verdict():
+    # 98% accuracy, 1 of 2 positives found: recall 0.5 on the rare class.
+    y_true = np.array([0] * 98 + [1, 1])
+    y_pred = np.array([0] * 98 + [1, 0])
+    val = evaluate_predictions("val", y_true, one_hot(y_pred, 2), ("ok", "fraud"))
+    warning = accuracy_paradox(val, min_accuracy=0.8, max_recall=0.6)
+    assert warning == "val_accuracy 0.990 looks good but recall is poor for class 'fraud' 0.500"
+    assert accuracy_paradox(val, min_accuracy=0.995, max_recall=0.6) is None
+    good, reasons = quality_verdict(
+        val, overfit=False, min_accuracy=0.8, min_precision=0.75, min_recall=0.75, max_f1_shortfall=0.1
+    )
+    assert not good
+    assert "recall of 'fraud' 0.500 < 0.75" in reasons
+    assert any(reason.startswith("F1 of 'fraud' 0.667 is more than 0.10 below") for reason in reasons)
+    balanced = evaluate_predictions("val", np.array([0, 1] * 10), one_hot(np.array([0, 1] * 10), 2), ("a", "b"))
+    assert quality_verdict(balanced, overfit=False, min_accuracy=0.8, min_precision=0.75, min_recall=0.75, max_f1_shortfall=0.1) == (True, [])
+    assert quality_verdict(balanced, overfit=True, min_accuracy=0.8, min_precision=0.75, min_recall=0.75, max_f1_shortfall=0.1) == (False, ["overfit"])
+
+
+def test_assess_a_binary_task_logs_threshold_intervals_and_verdict():
+    y_true, probabilities = binary_scores()
+    config = SweepConfig(positive_class="pos", threshold_rule="min_recall", threshold_target=1.0, bootstrap_resamples=200)
+    assessment = assess(y_true, probabilities, y_true, probabilities, ("neg", "pos"), config)
+    metrics, tags = assessment.metrics(), assessment.tags()
+    assert metrics["decision_threshold"] == pytest.approx(0.55)
+    assert assessment.rarest_class == "pos" and metrics["val_recall_rarest"] == 1.0
+    assert metrics["val_f1_macro_ci_low"] <= metrics["val_f1_macro"] <= metrics["val_f1_macro_ci_high"]
+    assert tags["tlexp.threshold_target_met"] == "true"
+    assert tags["tlexp.verdict"] == "bad"
+    assert tags["tlexp.verdict_reasons"] == "F1 of 'pos' 0.857 is more than 0.10 below its precision 0.750 or recall 1.000"
+    assert tags["tlexp.rarest_class"] == "pos"

@@ -162,9 +162,10 @@ def test_demo_backbone_pretraining_is_a_run_and_is_recorded(sweep):
 def test_best_depth_tie_breaks_on_smaller_gap_then_fewer_params():
     from tlexp.sweep import DepthResult
 
-    a = DepthResult(0, "a", "FINISHED", 0, 10, 0.9, 0.8, 0.1)
-    b = DepthResult(2, "b", "FINISHED", 2, 50, 0.85, 0.8, 0.05)
-    c = DepthResult(4, "c", "FINISHED", 4, 20, 0.85, 0.8, 0.05)
+    def finished(depth, run_id, params, gap):
+        return DepthResult(depth, run_id, "FINISHED", depth, params, val_f1_macro=0.8, f1_gap=gap)
+
+    a, b, c = finished(0, "a", 10, 0.1), finished(2, "b", 50, 0.05), finished(4, "c", 20, 0.05)
     failed = DepthResult(6, "d", "FAILED", 6, 5)
     assert best_result([a, b, c, failed]).run_id == "c"
     assert best_result([failed]) is None
@@ -187,3 +188,41 @@ def test_single_run_is_top_level(tiny_config, client):
     run = client.get_run(result.run_id)
     assert "mlflow.parentRunId" not in run.data.tags
     assert run.data.params["unfreeze_layers"] == "all" and run.info.status == "FINISHED"
+
+
+def test_rare_class_sweep_logs_threshold_intervals_verdict_and_inputs(tiny_config, client, tmp_path):
+    from tlexp.data import split_digest
+
+    config = tiny_config(
+        data="demo-rare", demo_images_per_class=20, unfreeze=(1,), positive_class="9",
+        threshold_rule="min_recall", threshold_target=0.9, class_weight="balanced",
+        bootstrap_resamples=200, epochs_head=2,
+    )
+    result = run_sweep(config)
+    (depth,) = result.results
+    assert depth.status == "FINISHED", depth.error
+    run = client.get_run(depth.run_id)
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    assert (params["positive_class"], params["class_weight"], params["threshold_rule"], params["threshold_target"]) == ("9", "balanced", "min_recall", "0.9")
+    assert params["class_names"] == "other,9"
+    assert 0 < metrics["decision_threshold"] < 1 and metrics["decision_threshold"] == pytest.approx(depth.decision_threshold)
+    assert tags["tlexp.rarest_class"] == "9"
+    assert metrics["val_recall_rarest"] == metrics["val_recall_9"]
+    assert metrics["val_recall_rarest_ci_low"] <= metrics["val_recall_rarest"] <= metrics["val_recall_rarest_ci_high"]
+    assert metrics["val_f1_macro_ci_low"] <= metrics["val_f1_macro"] <= metrics["val_f1_macro_ci_high"]
+    assert {"val_roc_auc", "val_average_precision", "val_balanced_accuracy"} <= set(metrics)
+    assert tags["tlexp.verdict"] in ("good", "bad") and tags["tlexp.verdict_reasons"]
+    assert tags["tlexp.threshold_target_met"] in ("true", "false") and tags["tlexp.threshold_note"]
+    assert "pr_curve/val.png" in {a.path for a in client.list_artifacts(run.info.run_id, "pr_curve")}
+    # Thresholded predictions drive the confusion matrix: its positive column matches the recall.
+    path = client.download_artifacts(run.info.run_id, "confusion_matrix/val.json", str(tmp_path))
+    matrix = np.array(json.loads(open(path).read())["matrix"])
+    assert matrix[1, 1] / matrix[1].sum() == pytest.approx(metrics["val_recall_9"])
+    dataset = load_dataset("demo-rare", ImageFormat(28, 1), seed=0, val_fraction=0.25, test_fraction=0.25, demo_images_per_class=20)
+    logged = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+    assert logged == {
+        "demo-rare-train": split_digest(dataset.train),
+        "demo-rare-validation": split_digest(dataset.val),
+        "demo-rare-test-held-out": split_digest(dataset.test),
+    }
+    assert 0.05 < dataset.train.y.mean() < 0.15  # the positive class is about 10% of the images

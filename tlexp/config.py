@@ -17,6 +17,8 @@ import yaml
 from tlexp.errors import ConfigError
 
 BACKBONES = ("demo", "mobilenet_v2", "efficientnet_b0", "resnet50")
+THRESHOLD_RULES = ("max_f1", "min_recall", "min_precision")
+CLASS_WEIGHTS = ("none", "balanced")
 ALL_LAYERS = "all"
 Depth = Union[int, str]  # a layer count, or ALL_LAYERS
 
@@ -42,6 +44,21 @@ class SweepConfig:
     demo_images_per_class: int = 60
     overfit_threshold: float = 0.10
     allow_overlap: bool = False
+    # Binary tasks: which class is positive (default: the second class name in sorted order), and
+    # how the decision threshold is chosen on the validation set.
+    positive_class: str | None = None
+    threshold_rule: str = "max_f1"
+    threshold_target: float | None = None
+    class_weight: str = "none"
+    bootstrap_resamples: int = 1000
+    # The accuracy-paradox warning: accuracy at least this high while some class's recall is below.
+    paradox_accuracy: float = 0.80
+    paradox_recall: float = 0.50
+    # The verdict: a run is good when all of these hold on the validation set (and no overfitting).
+    verdict_min_accuracy: float = 0.80
+    verdict_min_precision: float = 0.75
+    verdict_min_recall: float = 0.75
+    verdict_max_f1_shortfall: float = 0.10
     mixed_precision: bool = False
     experiment: str = "tlexp"
     tracking_uri: str | None = None
@@ -49,6 +66,8 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "unfreeze", parse_depths(self.unfreeze))
+        if self.positive_class is not None:  # YAML reads a class named 9 as a number
+            object.__setattr__(self, "positive_class", str(self.positive_class))
         _validate(self)
 
     @property
@@ -59,7 +78,7 @@ class SweepConfig:
 
     @property
     def dataset_name(self) -> str:
-        return self.data if self.data == "demo" else Path(self.data).name
+        return self.data if self.data in ("demo", "demo-rare") else Path(self.data).name
 
     def with_overrides(self, **overrides: Any) -> SweepConfig:
         """A copy with the given keys replaced; keys whose value is None are left alone."""
@@ -86,7 +105,7 @@ def _validate(config: SweepConfig) -> None:
         _require_int(config, "early_stopping_patience", minimum=1)
     _require_number(config, "learning_rate_head", low=0.0, high=None)
     _require_number(config, "learning_rate_finetune", low=0.0, high=None)
-    _require_number(config, "dropout", low=None, high=1.0, allow_low=True)
+    _require_number(config, "dropout", low=0.0, high=1.0, allow_low=True)
     _require_number(config, "val_fraction", low=0.0, high=1.0)
     _require_number(config, "test_fraction", low=0.0, high=1.0)
     if config.val_fraction + config.test_fraction >= 1.0:
@@ -103,6 +122,41 @@ def _validate(config: SweepConfig) -> None:
     if not isinstance(config.data, str) or not config.data:
         raise ConfigError(f"data must be 'demo' or a path, got {config.data!r}")
     _validate_weights(config)
+    _validate_evaluation(config)
+
+
+def _validate_evaluation(config: SweepConfig) -> None:
+    if config.threshold_rule not in THRESHOLD_RULES:
+        raise ConfigError(
+            f"unknown threshold_rule {config.threshold_rule!r}; expected one of {', '.join(THRESHOLD_RULES)}"
+        )
+    if config.threshold_rule == "max_f1":
+        if config.threshold_target is not None:
+            raise ConfigError(
+                f"threshold_target {config.threshold_target!r} is set but threshold_rule is max_f1; "
+                "expected threshold_rule min_recall or min_precision with a target"
+            )
+    else:
+        if config.threshold_target is None:
+            raise ConfigError(
+                f"threshold_rule {config.threshold_rule} needs threshold_target; expected a number "
+                "between 0 and 1, e.g. 0.9"
+            )
+        _require_number(config, "threshold_target", low=0.0, high=1.0, allow_low=False, allow_high=True)
+    if config.class_weight not in CLASS_WEIGHTS:
+        raise ConfigError(
+            f"unknown class_weight {config.class_weight!r}; expected one of {', '.join(CLASS_WEIGHTS)}"
+        )
+    _require_int(config, "bootstrap_resamples", minimum=100)
+    for key in (
+        "paradox_accuracy",
+        "paradox_recall",
+        "verdict_min_accuracy",
+        "verdict_min_precision",
+        "verdict_min_recall",
+        "verdict_max_f1_shortfall",
+    ):
+        _require_number(config, key, low=0.0, high=1.0, allow_low=True, allow_high=True)
 
 
 def _validate_weights(config: SweepConfig) -> None:
@@ -132,17 +186,24 @@ def _require_int(config: SweepConfig, key: str, *, minimum: int) -> None:
 
 
 def _require_number(
-    config: SweepConfig, key: str, *, low: float | None, high: float | None, allow_low: bool = False
+    config: SweepConfig,
+    key: str,
+    *,
+    low: float | None,
+    high: float | None,
+    allow_low: bool = False,
+    allow_high: bool = False,
 ) -> None:
     value = getattr(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key} must be a number, got {value!r}")
     too_low = low is not None and (value < low or (value == low and not allow_low))
-    too_high = high is not None and value >= high
+    too_high = high is not None and (value > high or (value == high and not allow_high))
     if too_low or too_high:
         bounds = f"{'>=' if allow_low else '>'} {low:g}" if low is not None else ""
         if high is not None:
-            bounds = f"{bounds} and < {high:g}" if bounds else f"< {high:g}"
+            upper = f"{'<=' if allow_high else '<'} {high:g}"
+            bounds = f"{bounds} and {upper}" if bounds else upper
         raise ConfigError(f"{key} must be {bounds}, got {value!r}")
 
 

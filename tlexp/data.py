@@ -16,6 +16,9 @@ from PIL import Image, UnidentifiedImageError
 from tlexp.errors import DataError
 
 DEMO = "demo"
+# A binary target task in which the positive class (digit 9) is about 10% of the images.
+DEMO_RARE = "demo-rare"
+DEMO_RARE_POSITIVE_SHARE = 0.10
 # The demo's source task (pretraining the demo backbone) and its target task (the sweep).
 DEMO_SOURCE_DIGITS = (0, 1, 2, 3, 4)
 DEMO_TARGET_DIGITS = (5, 6, 7, 8, 9)
@@ -69,11 +72,12 @@ def load_dataset(
     demo_images_per_class: int = 60,
 ) -> Dataset:
     """Load `spec` ("demo", a folder of class folders, or an .npz file) and split it stratified."""
-    if spec == DEMO:
-        x, y, class_names = demo_target_images(demo_images_per_class, seed=seed)
+    if spec in (DEMO, DEMO_RARE):
+        make = demo_target_images if spec == DEMO else demo_rare_images
+        x, y, class_names = make(demo_images_per_class, seed=seed)
         x = fit_images(x, image_format)
-        sources = tuple(f"demo[{i}]" for i in range(len(y)))
-        name = DEMO
+        sources = tuple(f"{spec}[{i}]" for i in range(len(y)))
+        name = spec
     else:
         path = Path(spec)
         if not path.exists():
@@ -158,6 +162,18 @@ def demo_target_images(per_class: int, *, seed: int) -> tuple[np.ndarray, np.nda
     return x[chosen], y[chosen], tuple(str(digit) for digit in DEMO_TARGET_DIGITS)
 
 
+def demo_rare_images(per_class: int, *, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Digit 9 against digits 5-8: `per_class` images of each of 5-8 ("other") and enough nines
+    to make them about 10% of the images."""
+    x, y, _ = demo_target_images(per_class, seed=seed)
+    nine = DEMO_TARGET_DIGITS.index(9)
+    negatives = np.flatnonzero(y != nine)
+    positive_count = round(len(negatives) * DEMO_RARE_POSITIVE_SHARE / (1 - DEMO_RARE_POSITIVE_SHARE))
+    positives = np.random.default_rng(seed).choice(np.flatnonzero(y == nine), positive_count, replace=False)
+    keep = np.sort(np.concatenate([negatives, positives]))
+    return x[keep], (y[keep] == nine).astype(int), ("other", "9")
+
+
 def _read_image_folder(
     root: Path, image_format: ImageFormat
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]:
@@ -239,6 +255,16 @@ def fit_images(x: np.ndarray, image_format: ImageFormat) -> np.ndarray:
 def content_digest(image: np.ndarray) -> str:
     """SHA-256 of an image's pixels as loaded: the same picture under another name matches."""
     return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def split_digest(split: Split) -> str:
+    """A digest of a split's content (every image's pixels and label, in order), short enough for
+    MLflow's dataset digest field. MLflow's own digest samples too few values to tell image sets apart."""
+    digest = hashlib.sha256()
+    for image, label in zip(split.x, split.y):
+        digest.update(content_digest(image).encode())
+        digest.update(str(int(label)).encode())
+    return digest.hexdigest()[:32]
 
 
 def split_overlaps(dataset: Dataset) -> tuple[Overlap, ...]:

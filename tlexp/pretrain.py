@@ -16,7 +16,7 @@ from tlexp import backbone as bb
 from tlexp.config import SweepConfig
 from tlexp.data import DEMO_SOURCE_DIGITS, Split, demo_digits
 from tlexp.tracking import Tracker
-from tlexp.train import PhaseSettings, fit_phase, predict_probabilities
+from tlexp.train import PhaseSettings, fit_phase, predict_probabilities, seed_everything
 
 CACHE_ENV = "TLEXP_CACHE_DIR"
 DEMO_WEIGHTS_FILE = "demo_backbone.weights.h5"
@@ -90,6 +90,7 @@ def _pretrain_demo_backbone(spec: bb.BackboneSpec, weights_path: Path, tracker: 
     x = bb.preprocess(spec, fit_images(x, ImageFormat(spec.image_size, spec.channels)))
     train, val = _source_splits(x, y, recipe)
     class_names = tuple(str(digit) for digit in DEMO_SOURCE_DIGITS)
+    seed_everything(recipe["seed"])  # the same pretrained backbone on every machine
     backbone = bb.build_backbone(spec, None)
     classifier = bb.build_classifier(backbone, len(class_names), dropout=0.0, name="source_classifier")
     with tracker.run("pretrain-demo-backbone", tags={"tlexp.kind": "backbone-pretraining"}) as run_id:

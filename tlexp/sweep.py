@@ -13,11 +13,21 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from tlexp import backbone as bb
 from tlexp.config import SweepConfig, Depth
-from tlexp.data import Dataset, ImageFormat, Split, describe_overlaps, load_dataset, split_overlaps
-from tlexp.errors import DataError, TrialError, first_line
-from tlexp.metrics import Evaluation, confusion_matrix_figure, evaluate_predictions, gaps, overfit_verdict
+from tlexp.data import (
+    Dataset,
+    ImageFormat,
+    Split,
+    describe_overlaps,
+    load_dataset,
+    split_digest,
+    split_overlaps,
+)
+from tlexp.errors import ConfigError, DataError, TrialError, first_line
+from tlexp.metrics import assess, confusion_matrix_figure, positive_index, precision_recall_figure
 from tlexp.plots import depth_summary_figure, training_curves_figure
 from tlexp.pretrain import BackboneWeights, resolve_backbone_weights
 from tlexp.tracking import Tracker
@@ -47,8 +57,17 @@ class DepthResult:
     trainable_params: int
     train_f1_macro: float = float("nan")
     val_f1_macro: float = float("nan")
+    val_f1_macro_ci_low: float = float("nan")
+    val_f1_macro_ci_high: float = float("nan")
     f1_gap: float = float("nan")
     overfit: bool = False
+    rarest_class: str | None = None
+    val_recall_rarest: float = float("nan")
+    val_recall_rarest_ci_low: float = float("nan")
+    val_recall_rarest_ci_high: float = float("nan")
+    decision_threshold: float | None = None
+    verdict: str | None = None
+    accuracy_paradox: str | None = None
     model_uri: str | None = None
     error: str | None = None
 
@@ -80,6 +99,7 @@ class _Prepared:
     head_model: keras.Model
     device: str
     leak: str | None  # a description of images shared between splits, when allowed
+    class_weight: dict[int, float] | None
 
 
 def _noop(_: str) -> None:
@@ -128,6 +148,7 @@ def _prepare(config: SweepConfig, progress: Progress) -> _Prepared:
         demo_images_per_class=config.demo_images_per_class,
     )
     leak = _check_overlaps(dataset, allow=config.allow_overlap)
+    _check_task_settings(config, dataset)
     device = configure_device(mixed_precision=config.mixed_precision)
     weights = resolve_backbone_weights(config, spec, tracker, progress)
     # Seeded here so that the head's initial weights do not depend on what ran before (such as
@@ -148,7 +169,28 @@ def _prepare(config: SweepConfig, progress: Progress) -> _Prepared:
         head_model=head_model,
         device=device,
         leak=leak,
+        class_weight=_balanced_class_weight(config, dataset),
     )
+
+
+def _check_task_settings(config: SweepConfig, dataset: Dataset) -> None:
+    """Binary-only settings are checked against the data before any training."""
+    binary = positive_index(dataset.class_names, config.positive_class) is not None
+    if not binary and config.threshold_rule != "max_f1":
+        raise ConfigError(
+            f"threshold_rule {config.threshold_rule} applies to binary tasks, but {dataset.name} has "
+            f"{len(dataset.class_names)} classes; expected threshold_rule max_f1"
+        )
+
+
+def _balanced_class_weight(config: SweepConfig, dataset: Dataset) -> dict[int, float] | None:
+    if config.class_weight != "balanced":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.arange(len(dataset.class_names))
+    weights = compute_class_weight("balanced", classes=classes, y=dataset.train.y)
+    return {int(label): float(weight) for label, weight in zip(classes, weights)}
 
 
 def _check_overlaps(dataset: Dataset, *, allow: bool) -> str | None:
@@ -178,18 +220,7 @@ def _train_head(prepared: _Prepared, progress: Progress) -> dict[str, list[float
         f"training the head on {len(prepared.train)} images, backbone frozen "
         f"({config.epochs_head} epochs, {prepared.device})"
     )
-    return fit_phase(
-        prepared.head_model,
-        prepared.train,
-        prepared.val,
-        PhaseSettings(
-            config.epochs_head,
-            config.learning_rate_head,
-            config.batch_size,
-            config.seed,
-            config.early_stopping_patience,
-        ),
-    )
+    return fit_phase(prepared.head_model, prepared.train, prepared.val, _phase_settings(prepared, "head"))
 
 
 def _run_depth(
@@ -255,44 +286,35 @@ def _train_and_log(
     run_id: str,
 ) -> DepthResult:
     tracker, config, dataset = prepared.tracker, prepared.config, prepared.dataset
+    for context, split in (("train", dataset.train), ("validation", dataset.val), ("test-held-out", dataset.test)):
+        tracker.log_split(split.x, split.y, name=f"{dataset.name}-{context}", digest=split_digest(split), context=context)
     head_epochs = len(head_history.get("loss", []))
     tracker.log_history(head_history, prefix=CURVE_PREFIX, first_step=0)
     finetune_history = fit_phase(
         model,
         prepared.train,
         prepared.val,
-        PhaseSettings(
-            config.epochs_finetune,
-            config.learning_rate_finetune,
-            config.batch_size,
-            config.seed,
-            config.early_stopping_patience,
-        ),
+        _phase_settings(prepared, "finetune"),
         initial_epoch=head_epochs,
         on_epoch_end=lambda epoch, logs: tracker.log_metrics(
             {f"{CURVE_PREFIX}{name}": value for name, value in logs.items()}, step=epoch
         ),
     )
-    train = _evaluate(model, "train", prepared.train, dataset, config.batch_size)
-    val = _evaluate(model, "val", prepared.val, dataset, config.batch_size)
-    gap = gaps(train, val)
-    verdict = overfit_verdict(gap["f1_gap"], threshold=config.overfit_threshold)
+    train_probabilities = predict_probabilities(model, prepared.train.x, batch_size=config.batch_size)
+    val_probabilities = predict_probabilities(model, prepared.val.x, batch_size=config.batch_size)
+    assessment = assess(
+        prepared.train.y, train_probabilities, prepared.val.y, val_probabilities, dataset.class_names, config
+    )
     tracker.log_metrics(
-        {
-            **train.prefixed_scores(),
-            **val.prefixed_scores(),
-            **val.per_class_metrics(),
-            **gap,
-            "epochs_trained": head_epochs + len(finetune_history.get("loss", [])),
-        }
+        {**assessment.metrics(), "epochs_trained": head_epochs + len(finetune_history.get("loss", []))}
     )
-    tracker.set_tags(
-        {"tlexp.overfit": str(verdict.overfit).lower(), "tlexp.overfit_reason": verdict.reason}
-    )
-    for evaluation in (train, val):
+    tracker.set_tags(assessment.tags())
+    for evaluation in (assessment.train, assessment.val):
         tracker.log_json(evaluation.confusion_json(), f"confusion_matrix/{evaluation.split}.json")
         tracker.log_figure(confusion_matrix_figure(evaluation), f"confusion_matrix/{evaluation.split}.png")
         tracker.log_json(evaluation.report(), f"classification_report/{evaluation.split}.json")
+    if assessment.threshold is not None:
+        tracker.log_figure(precision_recall_figure(assessment, val_probabilities), "pr_curve/val.png")
     tracker.log_figure(
         training_curves_figure(
             _joined_history(head_history, finetune_history),
@@ -308,17 +330,33 @@ def _train_and_log(
         status="FINISHED",
         trainable_layers=trainable_layers,
         trainable_params=bb.count_params(model.trainable_weights),
-        train_f1_macro=train.scores["f1_macro"],
-        val_f1_macro=val.scores["f1_macro"],
-        f1_gap=gap["f1_gap"],
-        overfit=verdict.overfit,
+        train_f1_macro=assessment.train.scores["f1_macro"],
+        val_f1_macro=assessment.val.scores["f1_macro"],
+        val_f1_macro_ci_low=assessment.f1_ci[0],
+        val_f1_macro_ci_high=assessment.f1_ci[1],
+        f1_gap=assessment.gaps["f1_gap"],
+        overfit=assessment.overfit.overfit,
+        rarest_class=assessment.rarest_class,
+        val_recall_rarest=assessment.rarest_recall,
+        val_recall_rarest_ci_low=assessment.rarest_recall_ci[0],
+        val_recall_rarest_ci_high=assessment.rarest_recall_ci[1],
+        decision_threshold=assessment.threshold.value if assessment.threshold else None,
+        verdict="good" if assessment.good else "bad",
+        accuracy_paradox=assessment.paradox,
         model_uri=model_uri,
     )
 
 
-def _evaluate(model: keras.Model, name: str, split: Split, dataset: Dataset, batch_size: int) -> Evaluation:
-    probabilities = predict_probabilities(model, split.x, batch_size=batch_size)
-    return evaluate_predictions(name, split.y, probabilities, dataset.class_names)
+def _phase_settings(prepared: _Prepared, phase: str) -> PhaseSettings:
+    config = prepared.config
+    return PhaseSettings(
+        epochs=config.epochs_head if phase == "head" else config.epochs_finetune,
+        learning_rate=config.learning_rate_head if phase == "head" else config.learning_rate_finetune,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        early_stopping_patience=config.early_stopping_patience,
+        class_weight=prepared.class_weight,
+    )
 
 
 def _joined_history(*histories: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -355,8 +393,18 @@ def _shared_params(prepared: _Prepared) -> dict[str, object]:
         "test_fraction": config.test_fraction,
         "overfit_threshold": config.overfit_threshold,
         "allow_overlap": config.allow_overlap,
+        "class_weight": config.class_weight,
+        "positive_class": _positive_class_name(config, dataset),
+        "threshold_rule": config.threshold_rule,
+        "threshold_target": config.threshold_target,
+        "bootstrap_resamples": config.bootstrap_resamples,
         "mixed_precision": config.mixed_precision and prepared.device != "CPU",
     }
+
+
+def _positive_class_name(config: SweepConfig, dataset: Dataset) -> str | None:
+    index = positive_index(dataset.class_names, config.positive_class)
+    return None if index is None else dataset.class_names[index]
 
 
 def best_result(results: list[DepthResult]) -> DepthResult | None:
@@ -374,8 +422,17 @@ SUMMARY_COLUMNS = (
     "trainable_params",
     "train_f1_macro",
     "val_f1_macro",
+    "val_f1_macro_ci_low",
+    "val_f1_macro_ci_high",
     "f1_gap",
     "overfit",
+    "rarest_class",
+    "val_recall_rarest",
+    "val_recall_rarest_ci_low",
+    "val_recall_rarest_ci_high",
+    "decision_threshold",
+    "verdict",
+    "accuracy_paradox",
     "run_id",
 )
 
@@ -417,18 +474,33 @@ def _log_sweep_summary(
 
 
 def format_summary(results: tuple[DepthResult, ...] | list[DepthResult]) -> str:
-    """The end-of-sweep table: depth, train F1, val F1, gap, overfit."""
-    header = f"{'depth':>6}  {'trainable':>9}  {'train F1':>8}  {'val F1':>6}  {'gap':>6}  overfit"
+    """The end-of-sweep table: per depth, F1s with the validation interval, the gap, overfitting,
+    the rarest class's recall with its interval, the decision threshold and the verdict; then any
+    accuracy-paradox warnings."""
+    header = (
+        f"{'depth':>6}  {'trainable':>9}  {'train F1':>8}  {'val F1 [95% CI]':<21}  {'gap':>6}  "
+        f"{'overfit':<7}  {'rare recall [95% CI]':<26}  {'threshold':>9}  verdict"
+    )
     lines = [header]
+    warnings = []
     for r in results:
         if r.status != "FINISHED":
             lines.append(f"{str(r.depth):>6}  {r.trainable_layers:>9}  FAILED: {r.error}")
             continue
-        lines.append(
-            f"{str(r.depth):>6}  {r.trainable_layers:>9}  {r.train_f1_macro:>8.3f}  "
-            f"{r.val_f1_macro:>6.3f}  {r.f1_gap:>+6.3f}  {'yes' if r.overfit else 'no'}"
+        val_f1 = f"{r.val_f1_macro:.3f} [{r.val_f1_macro_ci_low:.2f}, {r.val_f1_macro_ci_high:.2f}]"
+        rare = (
+            f"{r.rarest_class}: {r.val_recall_rarest:.3f} "
+            f"[{r.val_recall_rarest_ci_low:.2f}, {r.val_recall_rarest_ci_high:.2f}]"
         )
-    return "\n".join(lines)
+        threshold = "argmax" if r.decision_threshold is None else f"{r.decision_threshold:.3f}"
+        lines.append(
+            f"{str(r.depth):>6}  {r.trainable_layers:>9}  {r.train_f1_macro:>8.3f}  {val_f1:<21}  "
+            f"{r.f1_gap:>+6.3f}  {'yes' if r.overfit else 'no':<7}  {rare:<26}  {threshold:>9}  "
+            f"{r.verdict}{' (!)' if r.accuracy_paradox else ''}"
+        )
+        if r.accuracy_paradox:
+            warnings.append(f"(!) depth {r.depth}: accuracy paradox: {r.accuracy_paradox}")
+    return "\n".join(lines + warnings)
 
 
 def _describe(result: DepthResult) -> str:
@@ -437,7 +509,7 @@ def _describe(result: DepthResult) -> str:
     return (
         f"unfreeze={result.depth}: {result.trainable_layers} layers trainable, "
         f"val_f1_macro={result.val_f1_macro:.3f} f1_gap={result.f1_gap:+.3f} "
-        f"overfit={'yes' if result.overfit else 'no'}"
+        f"overfit={'yes' if result.overfit else 'no'} verdict={result.verdict}"
     )
 
 

@@ -116,6 +116,12 @@ class Tracker:
         if entries:
             mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=entries)
 
+    def log_split(self, x: np.ndarray, y: np.ndarray, *, name: str, digest: str, context: str) -> None:
+        """A data split as an MLflow dataset input of the active run, under our own digest."""
+        import mlflow
+
+        mlflow.log_input(mlflow.data.from_numpy(x, targets=y, name=name, digest=digest), context=context)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         import mlflow
 

@@ -27,6 +27,7 @@ class PhaseSettings:
     batch_size: int
     seed: int
     early_stopping_patience: int | None = None
+    class_weight: dict[int, float] | None = None
 
 
 def configure_device(*, mixed_precision: bool) -> str:
@@ -97,6 +98,7 @@ def fit_phase(
         epochs=initial_epoch + settings.epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
+        class_weight=settings.class_weight,
         verbose=0,
     )
     losses = history.history.get("loss", [])
