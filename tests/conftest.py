@@ -51,3 +51,31 @@ def client(store_uri):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=store_uri)
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory, cache_dir):
+    """One tiny real demo sweep for the session: (result, client, progress lines, config)."""
+    from mlflow import MlflowClient
+
+    from tlexp.sweep import run_sweep
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    config = load_config(
+        None,
+        data="demo",
+        demo_images_per_class=8,
+        val_fraction=0.25,
+        test_fraction=0.25,
+        unfreeze="0,5,all",
+        epochs_head=2,
+        epochs_finetune=2,
+        batch_size=16,
+        bootstrap_resamples=200,
+        experiment="sweep-test",
+        tracking_uri=uri,
+        cache_dir=cache_dir,
+    )
+    lines = []
+    result = run_sweep(config, progress=lines.append)
+    return result, MlflowClient(tracking_uri=uri), lines, config

@@ -162,3 +162,36 @@ def test_leaked_copies_stop_the_sweep_before_training_naming_the_files(tmp_path,
     assert "copy_" in line and "--allow-overlap" in line
     client = MlflowClient(tracking_uri=store_uri)
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_ui_serves_the_store_on_loopback(store_uri):
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tlexp.cli", "ui", "--port", str(port), "--tracking-uri", store_uri],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline, answer = time.monotonic() + 90, None
+        while time.monotonic() < deadline and answer is None:
+            try:
+                answer = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            except OSError:
+                time.sleep(1)
+        assert answer == b"OK"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_ui_refuses_a_server_uri_and_warns_on_other_hosts():
+    outcome = CliRunner().invoke(main, ["ui", "--tracking-uri", "http://127.0.0.1:5999", "--host", "0.0.0.0"])
+    assert outcome.exit_code == 1
+    assert "Warning: binding 0.0.0.0" in outcome.stderr
+    assert outcome.output.strip().splitlines()[-1] == "Error: tracking URI http://127.0.0.1:5999 is already a server; open it in a browser instead"

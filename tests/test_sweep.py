@@ -24,28 +24,6 @@ FINAL_METRICS = {
 CURVES = {"epoch_loss", "epoch_accuracy", "epoch_val_loss", "epoch_val_accuracy"}
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory, cache_dir):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    config = load_config(
-        None,
-        data="demo",
-        demo_images_per_class=8,
-        val_fraction=0.25,
-        test_fraction=0.25,
-        unfreeze="0,5,all",
-        epochs_head=2,
-        epochs_finetune=2,
-        batch_size=16,
-        experiment="sweep-test",
-        tracking_uri=uri,
-        cache_dir=cache_dir,
-    )
-    lines = []
-    result = run_sweep(config, progress=lines.append)
-    return result, MlflowClient(tracking_uri=uri), lines, config
-
-
 def children_of(client, result):
     runs = client.search_runs(
         [result.experiment_id], f"tags.mlflow.parentRunId = '{result.sweep_id}'"
@@ -113,13 +91,14 @@ def test_confusion_matrix_json_rows_are_actual_classes(sweep, tmp_path):
 
 
 def test_logged_model_predicts_and_reproduces_val_f1(sweep):
-    import mlflow.pyfunc
+    import mlflow
     from sklearn.metrics import f1_score
 
     from tlexp import backbone as bb
 
     result, client, _, config = sweep
     run = children_of(client, result)["all"]
+    mlflow.set_tracking_uri(config.tracking_uri)
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     assert model.metadata.signature is not None
     dataset = load_dataset(

@@ -118,5 +118,174 @@ def run(config_file: str | None, unfreeze: str, **options) -> None:
     click.echo(f"run {result.run_id}; model {result.model_uri}")
 
 
+def _tracking_option(command):
+    return click.option(
+        "--tracking-uri",
+        help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db].",
+    )(command)
+
+
+def _experiment_option(command):
+    return click.option("--experiment", default="tlexp", show_default=True, help="MLflow experiment name.")(command)
+
+
+@main.command()
+@_experiment_option
+@click.option("--sweep", default="latest", show_default=True, help="Sweep run id, or 'latest'.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@_tracking_option
+def compare(experiment: str, sweep: str, output_format: str, tracking_uri: str | None) -> None:
+    """Compare the depths of a sweep: one row per depth, read back from MLflow.
+
+    \b
+    Example:
+      tlexp compare --experiment tlexp-demo
+      tlexp compare --experiment tlexp-demo --sweep latest --format json
+    """
+    import csv
+    import json
+    import sys
+
+    from tlexp.select import COMPARE_COLUMNS, compare_rows
+    from tlexp.tracking import Tracker
+
+    try:
+        sweep_id, rows = compare_rows(Tracker(tracking_uri, experiment, create=False), sweep)
+    except TlexpError as error:
+        raise click.ClickException(str(error)) from None
+    if output_format == "json":
+        click.echo(json.dumps({"sweep_id": sweep_id, "experiment": experiment, "rows": rows}, indent=2))
+    elif output_format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=COMPARE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        click.echo(f"sweep {sweep_id} in experiment {experiment!r}")
+        click.echo(_table(rows, ("unfreeze_layers", "status", "trainable_params", "train_f1_macro", "val_f1_macro", "val_recall_rarest", "f1_gap", "overfit", "verdict", "run_id")))
+
+
+def _table(rows: list[dict], columns: tuple[str, ...]) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.3f}"
+        return "" if value is None else str(value)
+
+    cells = [[cell(row[column]) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths))]
+    lines += ["  ".join(value.ljust(width) for value, width in zip(line, widths)) for line in cells]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--metric", default="val_f1_macro", show_default=True, help="Metric to rank by; *_loss and *_gap rank lowest first, others highest first.")
+@_experiment_option
+@click.option("--sweep", help="Restrict to one sweep: a sweep run id or 'latest' [default: every sweep of the experiment].")
+@click.option("--exclude-overfit", is_flag=True, help="Skip runs tagged tlexp.overfit = true.")
+@click.option("--where", help="An extra MLflow filter, e.g. \"metrics.val_recall_rarest >= 0.9\".")
+@click.option("--register", "register_name", metavar="NAME", help="Register the selected run's model under NAME.")
+@click.option("--alias", default="champion", show_default=True, help="Registry alias pointed at the new version.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_tracking_option
+def select(metric, experiment, sweep, exclude_overfit, where, register_name, alias, output_format, tracking_uri) -> None:
+    """Select the best depth run by an MLflow query, and optionally register its model.
+
+    Ties on the metric go to the smaller f1_gap, then to fewer trainable parameters.
+
+    \b
+    Example:
+      tlexp select --experiment tlexp-demo --exclude-overfit --register demo-digits --alias champion
+      tlexp select --experiment tlexp-demo-rare --where "metrics.val_recall_rarest >= 0.9" --format json
+    """
+    import json
+
+    from tlexp.select import select_best_run
+    from tlexp.tracking import Tracker
+
+    try:
+        selection = select_best_run(
+            Tracker(tracking_uri, experiment, create=False),
+            metric=metric,
+            sweep=sweep,
+            exclude_overfit=exclude_overfit,
+            where=where,
+            register=register_name,
+            alias=alias,
+        )
+    except TlexpError as error:
+        raise click.ClickException(str(error)) from None
+    summary = selection.as_dict()
+    if output_format == "json":
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(
+        f"selected run {summary['run_id']} (unfreeze {summary['unfreeze_layers']}): "
+        f"{metric} = {summary['value']:.4f}, f1_gap = {summary['f1_gap']:.4f}, overfit = {summary['overfit']}, verdict = {summary['verdict']}"
+    )
+    click.echo(f"model: {summary['model_uri']}")
+    if selection.registered:
+        click.echo(f"registered: {selection.registered.uri} (version {selection.registered.version})")
+
+
+@main.command()
+@click.argument("model_uri")
+@click.option("--data", required=True, help="The data the model was trained on: 'demo', 'demo-rare', a folder or an .npz file.")
+@_tracking_option
+def evaluate(model_uri: str, data: str, tracking_uri: str | None) -> None:
+    """Evaluate a model on the held-out test split of its training data.
+
+    MODEL_URI is runs:/RUN_ID/model or models:/NAME@ALIAS. The test split is rebuilt from the
+    training run's seed and fractions; the result is logged as test_* metrics in a run nested
+    under the training run. This is the only command that reads the test split.
+
+    \b
+    Example:
+      tlexp evaluate models:/demo-digits@champion --data demo
+    """
+    from tlexp.evaluate import evaluate_on_test
+
+    try:
+        result = evaluate_on_test(tracking_uri, model_uri, data)
+    except TlexpError as error:
+        raise click.ClickException(str(error)) from None
+    scores = result.evaluation.scores
+    click.echo(
+        f"test: accuracy {scores['accuracy']:.3f}, f1_macro {scores['f1_macro']:.3f}, "
+        f"precision_macro {scores['precision_macro']:.3f}, recall_macro {scores['recall_macro']:.3f} "
+        f"on {len(result.evaluation.y_true)} images"
+    )
+    click.echo(f"logged as run {result.run_id}, under training run {result.training_run_id}")
+
+
+@main.command()
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but 127.0.0.1 exposes the store to the network.")
+@_tracking_option
+def ui(port: int, host: str, tracking_uri: str | None) -> None:
+    """Start the MLflow UI on the tracking store, bound to 127.0.0.1.
+
+    \b
+    Example:
+      tlexp ui --port 5000
+    """
+    import subprocess
+    import sys
+
+    from tlexp.errors import TrackingError
+    from tlexp.tracking import ui_command
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"Warning: binding {host}: anyone who can reach it can read and change the store.", err=True)
+    try:
+        command = ui_command(tracking_uri, host=host, port=port)
+    except TrackingError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"MLflow UI on http://{host}:{port} (Ctrl+C to stop)")
+    try:
+        raise SystemExit(subprocess.call([sys.executable, "-m", "mlflow", *command]))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
 if __name__ == "__main__":
     main()

@@ -384,6 +384,7 @@ def _shared_params(prepared: _Prepared) -> dict[str, object]:
         "early_stopping_patience": config.early_stopping_patience,
         "seed": config.seed,
         "dataset": dataset.name,
+        "demo_images_per_class": config.demo_images_per_class,
         "num_classes": len(dataset.class_names),
         "class_names": list(dataset.class_names),
         "n_train": len(dataset.train),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -41,23 +42,70 @@ def resolve_tracking_uri(explicit: str | None) -> str:
     return uri
 
 
+def ui_command(tracking_uri: str | None, *, host: str, port: int) -> list[str]:
+    """The `mlflow ui` arguments that serve this store."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        raise TrackingError(f"tracking URI {uri} is already a server; open it in a browser instead")
+    return ["ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+
+
 def _is_embedded_store(uri: str) -> bool:
     return uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).parent.name == DEFAULT_STORE_DIR
 
 
-class Tracker:
-    """One experiment in one MLflow store."""
+@dataclass(frozen=True)
+class RunRecord:
+    """What tlexp reads back of an MLflow run."""
 
-    def __init__(self, tracking_uri: str | None, experiment: str) -> None:
+    run_id: str
+    run_name: str
+    experiment_id: str
+    status: str
+    start_time: int
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def _record(run) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        run_name=run.info.run_name,
+        experiment_id=run.info.experiment_id,
+        status=run.info.status,
+        start_time=run.info.start_time,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags=dict(run.data.tags),
+    )
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    alias: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}"
+
+
+class Tracker:
+    """One experiment in one MLflow store. With `create=False` the experiment must exist
+    (commands that only read); with `experiment=None` no experiment is chosen yet."""
+
+    def __init__(self, tracking_uri: str | None, experiment: str | None, *, create: bool = True) -> None:
         import mlflow
 
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.tracking_uri)
-        self.experiment_id = self._ensure_experiment(experiment)
+        self.experiment_id = None if experiment is None else self._ensure_experiment(experiment, create)
 
-    def _ensure_experiment(self, name: str) -> str:
+    def _ensure_experiment(self, name: str, create: bool) -> str:
         import mlflow
         from mlflow.exceptions import MlflowException
 
@@ -70,6 +118,12 @@ class Tracker:
                         "pass another --experiment"
                     )
                 return found.experiment_id
+            if not create:
+                names = [e.name for e in mlflow.search_experiments()]
+                raise TrackingError(
+                    f"experiment {name!r} does not exist in {self.tracking_uri}; expected one of "
+                    f"{', '.join(map(repr, names)) or 'none (run tlexp sweep first)'}"
+                )
             artifact_location = None
             if _is_embedded_store(self.tracking_uri):
                 store = Path(self.tracking_uri[len("sqlite:///"):]).parent
@@ -79,6 +133,77 @@ class Tracker:
             raise TrackingError(
                 f"cannot use MLflow store {self.tracking_uri}: {first_line(error)}"
             ) from None
+
+    def search_runs(
+        self, filter_string: str, *, order_by: list[str] | None = None, max_results: int = 10_000
+    ) -> list[RunRecord]:
+        """Runs of this experiment matching an MLflow filter, sorted by the store."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            runs = MlflowClient().search_runs(
+                [self.experiment_id], filter_string, order_by=order_by, max_results=max_results
+            )
+        except MlflowException as error:
+            raise TrackingError(f"MLflow cannot run the query {filter_string!r}: {first_line(error)}") from None
+        return [_record(run) for run in runs]
+
+    def get_run(self, run_id: str) -> RunRecord:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return _record(MlflowClient().get_run(run_id))
+        except MlflowException:
+            raise TrackingError(f"run {run_id!r} does not exist in {self.tracking_uri}") from None
+
+    def run_id_of_model(self, model_uri: str) -> str:
+        """The training run behind runs:/RUN_ID/model or models:/NAME@ALIAS (or /VERSION)."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        if model_uri.startswith("runs:/"):
+            return model_uri[len("runs:/"):].split("/", 1)[0]
+        if not model_uri.startswith("models:/"):
+            raise TrackingError(
+                f"model URI {model_uri!r} is not one tlexp can evaluate; expected runs:/RUN_ID/model "
+                "or models:/NAME@ALIAS"
+            )
+        reference = model_uri[len("models:/"):]
+        client = MlflowClient()
+        try:
+            if "@" in reference:
+                name, alias = reference.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias)
+            else:
+                name, number = reference.rsplit("/", 1)
+                version = client.get_model_version(name, number)
+        except (MlflowException, ValueError) as error:
+            raise TrackingError(f"model {model_uri!r} is not registered in {self.tracking_uri}: {first_line(error)}") from None
+        return version.run_id
+
+    def load_keras_model(self, model_uri: str) -> keras.Model:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return mlflow.tensorflow.load_model(model_uri)
+        except (MlflowException, OSError) as error:
+            raise TrackingError(f"cannot load model {model_uri!r}: {first_line(error)}") from None
+
+    def register(self, run_id: str, *, name: str, alias: str) -> RegisteredVersion:
+        """Register the run's model as a new version of `name` and point `alias` at it."""
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = mlflow.register_model(f"runs:/{run_id}/model", name)
+            MlflowClient().set_registered_model_alias(name, alias, version.version)
+        except MlflowException as error:
+            raise TrackingError(f"cannot register run {run_id}'s model as {name!r}: {first_line(error)}") from None
+        return RegisteredVersion(name, str(version.version), alias)
 
     @contextlib.contextmanager
     def run(
