@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import time
 
 import click
 
 from tlexp.config import BACKBONES, SweepConfig, load_config, parse_depths
-from tlexp.errors import TlexpError
+from tlexp.errors import Interrupted, TlexpError
 
 
 def _config_options(command):
@@ -61,13 +63,38 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+@contextlib.contextmanager
+def _interrupts_end_runs_killed():
+    """SIGTERM becomes an interrupt like Ctrl+C: runs end KILLED, the exit code is 128 + signal."""
+
+    def on_signal(signal_number, _frame):
+        raise Interrupted(signal_number)
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        partial = getattr(interrupt, "partial_results", ())
+        if partial:
+            from tlexp.sweep import format_summary
+
+            click.echo("\n" + format_summary(partial))
+        click.echo("Interrupted: the current runs are marked KILLED; run the same command again to resume.", err=True)
+        raise SystemExit(getattr(interrupt, "exit_code", 130)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @main.command()
 @click.option("--unfreeze", help="Depths to sweep, e.g. 0,2,4,all: the top n backbone layers are made trainable [default: 0,2,4,all].")
+@click.option("--restart", is_flag=True, help="Start a fresh sweep instead of resuming an interrupted identical one.")
 @_config_options
-def sweep(config_file: str | None, unfreeze: str | None, **options) -> None:
+def sweep(config_file: str | None, unfreeze: str | None, restart: bool, **options) -> None:
     """Train one model per unfreeze depth, each a nested MLflow run under one sweep run.
 
     CONFIG_FILE is an optional YAML or TOML file (see experiments/); options override it.
+    Running the same sweep again after a crash or an interrupt resumes it: finished depths are
+    skipped. Ctrl+C or SIGTERM ends the runs KILLED (exit code 130 or 143).
 
     \b
     Example:
@@ -79,7 +106,8 @@ def sweep(config_file: str | None, unfreeze: str | None, **options) -> None:
     config = _build_config(config_file, {**options, "unfreeze": unfreeze})
     started = time.monotonic()
     try:
-        result = run_sweep(config, progress=click.echo)
+        with _interrupts_end_runs_killed():
+            result = run_sweep(config, progress=click.echo, restart=restart)
     except TlexpError as error:
         raise click.ClickException(str(error)) from None
     click.echo("")
@@ -109,7 +137,8 @@ def run(config_file: str | None, unfreeze: str, **options) -> None:
         depths = parse_depths(unfreeze)
         if len(depths) != 1:
             raise click.ClickException(f"--unfreeze takes one depth, got {unfreeze!r}")
-        result = run_single(config, depths[0], progress=click.echo)
+        with _interrupts_end_runs_killed():
+            result = run_single(config, depths[0], progress=click.echo)
     except TlexpError as error:
         raise click.ClickException(str(error)) from None
     click.echo(format_summary([result]))

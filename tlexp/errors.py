@@ -29,3 +29,11 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message, or its type name when it has none."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (such as SIGTERM) turned into an interrupt, so runs end KILLED as on Ctrl+C."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(f"interrupted by signal {signal_number}")
+        self.exit_code = 128 + signal_number

@@ -7,7 +7,11 @@ each depth then starts from that head, unfreezes its top layers and fine-tunes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
+import os
+import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -30,7 +34,7 @@ from tlexp.errors import ConfigError, DataError, TrialError, first_line
 from tlexp.metrics import assess, confusion_matrix_figure, positive_index, precision_recall_figure
 from tlexp.plots import depth_summary_figure, training_curves_figure
 from tlexp.pretrain import BackboneWeights, resolve_backbone_weights
-from tlexp.tracking import Tracker
+from tlexp.tracking import RunRecord, Tracker
 from tlexp.train import (
     PhaseSettings,
     configure_device,
@@ -106,24 +110,123 @@ def _noop(_: str) -> None:
     pass
 
 
-def run_sweep(config: SweepConfig, *, progress: Progress = _noop) -> SweepResult:
-    """Train one model per unfreeze depth in `config` and track each as a nested MLflow run."""
+def run_sweep(config: SweepConfig, *, progress: Progress = _noop, restart: bool = False) -> SweepResult:
+    """Train one model per unfreeze depth in `config` and track each as a nested MLflow run.
+
+    The same sweep run again after a crash or an interrupt resumes it: depths that FINISHED are
+    skipped, runs a dead process left RUNNING are marked KILLED, and the rest run. `restart`
+    starts a fresh sweep instead. An interrupt ends the runs KILLED and carries the finished
+    depths' results as `partial_results` on the KeyboardInterrupt it re-raises.
+    """
     prepared = _prepare(config, progress)
     tracker = prepared.tracker
-    with tracker.run(_sweep_run_name(config), tags={"tlexp.kind": "sweep"}) as sweep_id:
-        tracker.set_tags({"tlexp.sweep_id": sweep_id, "tlexp.device": prepared.device})
-        tracker.log_params(
-            {**_shared_params(prepared), "unfreeze_depths": [str(d) for d in config.unfreeze]}
-        )
-        head_history = _train_head(prepared, progress)
-        results = []
-        for index, depth in enumerate(config.unfreeze, start=1):
-            result = _run_depth(prepared, head_history, depth, sweep_id=sweep_id, nested=True)
-            progress(f"[{index}/{len(config.unfreeze)}] {_describe(result)}")
-            results.append(result)
+    params = {**_shared_params(prepared), "unfreeze_depths": [str(d) for d in config.unfreeze]}
+    fingerprint = _fingerprint(params)
+    resumed = None if restart else _resumable_sweep(tracker, fingerprint)
+    done = _finished_depths(tracker, resumed) if resumed else {}
+    if resumed:
+        progress(f"resuming sweep {resumed}: {len(done)} of {len(config.unfreeze)} depths already finished")
+    tags = {"tlexp.kind": "sweep", "tlexp.config_fingerprint": fingerprint, "tlexp.owner": _owner()}
+    results: list[DepthResult] = []
+    with tracker.run(_sweep_run_name(config), tags=tags, resume_run_id=resumed) as sweep_id:
+        try:
+            tracker.set_tags({"tlexp.sweep_id": sweep_id, "tlexp.device": prepared.device})
+            tracker.log_params(params)
+            head_history = None
+            for index, depth in enumerate(config.unfreeze, start=1):
+                if str(depth) in done:
+                    result = done[str(depth)]
+                    progress(f"[{index}/{len(config.unfreeze)}] unfreeze={depth}: already FINISHED in run {result.run_id}; skipped")
+                else:
+                    head_history = head_history if head_history is not None else _train_head(prepared, progress)
+                    result = _run_depth(prepared, head_history, depth, sweep_id=sweep_id, nested=True)
+                    progress(f"[{index}/{len(config.unfreeze)}] {_describe(result)}")
+                results.append(result)
+        except KeyboardInterrupt as interrupt:
+            interrupt.partial_results = tuple(results)
+            raise
         best = best_result(results)
         _log_sweep_summary(tracker, results, best, config.overfit_threshold)
     return SweepResult(sweep_id, tracker.tracking_uri, tracker.experiment_id, tuple(results), best)
+
+
+def _fingerprint(params: dict[str, object]) -> str:
+    """What makes two sweeps the same sweep: every training setting and the weights' content."""
+    relevant = {key: str(value) for key, value in params.items() if key != "backbone_weights_path"}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_is_dead(owner: str | None) -> bool:
+    """Only a process on this host can be checked; one elsewhere is taken to be alive."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _resumable_sweep(tracker: Tracker, fingerprint: str) -> str | None:
+    """The latest unfinished sweep with this fingerprint: KILLED, FAILED, or RUNNING with a dead owner."""
+    found = tracker.search_runs(
+        f"tags.`tlexp.kind` = 'sweep' and tags.`tlexp.config_fingerprint` = '{fingerprint}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not found or found[0].status == "FINISHED":
+        return None
+    latest = found[0]
+    if latest.status == "RUNNING":
+        if not _owner_is_dead(latest.tags.get("tlexp.owner")):
+            return None  # an identical sweep is running now: this one starts afresh beside it
+        tracker.mark_killed(latest.run_id)
+    return latest.run_id
+
+
+def _finished_depths(tracker: Tracker, sweep_id: str) -> dict[str, DepthResult]:
+    """The FINISHED depths of a sweep; depth runs a dead process left RUNNING are marked KILLED."""
+    done: dict[str, DepthResult] = {}
+    for record in tracker.search_runs(f"tags.`tlexp.kind` = 'depth' and tags.`tlexp.sweep_id` = '{sweep_id}'"):
+        if record.status == "RUNNING" and _owner_is_dead(record.tags.get("tlexp.owner")):
+            tracker.mark_killed(record.run_id)
+        elif record.status == "FINISHED":
+            done[record.params["unfreeze_layers"]] = _result_from_record(record)
+    return done
+
+
+def _result_from_record(record: RunRecord) -> DepthResult:
+    metrics, tags = record.metrics, record.tags
+    nan = float("nan")
+    depth = record.params["unfreeze_layers"]
+    return DepthResult(
+        depth=int(depth) if depth.isdigit() else depth,
+        run_id=record.run_id,
+        status=record.status,
+        trainable_layers=int(metrics.get("trainable_layers", 0)),
+        trainable_params=int(metrics.get("trainable_params", 0)),
+        train_f1_macro=metrics.get("train_f1_macro", nan),
+        val_f1_macro=metrics.get("val_f1_macro", nan),
+        val_f1_macro_ci_low=metrics.get("val_f1_macro_ci_low", nan),
+        val_f1_macro_ci_high=metrics.get("val_f1_macro_ci_high", nan),
+        f1_gap=metrics.get("f1_gap", nan),
+        overfit=tags.get("tlexp.overfit") == "true",
+        rarest_class=tags.get("tlexp.rarest_class"),
+        val_recall_rarest=metrics.get("val_recall_rarest", nan),
+        val_recall_rarest_ci_low=metrics.get("val_recall_rarest_ci_low", nan),
+        val_recall_rarest_ci_high=metrics.get("val_recall_rarest_ci_high", nan),
+        decision_threshold=metrics.get("decision_threshold"),
+        verdict=tags.get("tlexp.verdict"),
+        accuracy_paradox=tags.get("tlexp.accuracy_paradox"),
+        model_uri=f"runs:/{record.run_id}/model",
+    )
 
 
 def run_single(config: SweepConfig, depth: Depth, *, progress: Progress = _noop) -> DepthResult:
@@ -233,7 +336,7 @@ def _run_depth(
 ) -> DepthResult:
     tracker, config = prepared.tracker, prepared.config
     layer_count = prepared.layer_counts[depth]
-    tags = {"tlexp.kind": "depth", "tlexp.device": prepared.device}
+    tags = {"tlexp.kind": "depth", "tlexp.device": prepared.device, "tlexp.owner": _owner()}
     if prepared.leak:
         tags["tlexp.overlap_warning"] = prepared.leak[:5000]
     if prepared.weights.pretrain_run_id:

@@ -207,15 +207,39 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(
-        self, name: str, *, nested: bool = False, tags: dict[str, str] | None = None
+        self,
+        name: str,
+        *,
+        nested: bool = False,
+        tags: dict[str, str] | None = None,
+        resume_run_id: str | None = None,
     ) -> Iterator[str]:
-        """An MLflow run that ends FINISHED, or FAILED if the block raises; yields its id."""
+        """An MLflow run (a new one, or `resume_run_id` reopened) that ends FINISHED; KILLED when
+        interrupted (KeyboardInterrupt, SIGTERM turned into one); FAILED on any other error.
+        Yields its id."""
         import mlflow
 
-        with mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=name, nested=nested, tags=tags
-        ) as run:
+        if resume_run_id is not None:
+            run = mlflow.start_run(run_id=resume_run_id, nested=nested)
+            if tags:
+                mlflow.set_tags(tags)
+        else:
+            run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=nested, tags=tags)
+        try:
             yield run.info.run_id
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")
+            raise
+        except BaseException:
+            mlflow.end_run("FAILED")
+            raise
+        mlflow.end_run("FINISHED")
+
+    def mark_killed(self, run_id: str) -> None:
+        """End a run that a dead process left RUNNING, without deleting anything it logged."""
+        from mlflow import MlflowClient
+
+        MlflowClient().set_terminated(run_id, "KILLED")
 
     def log_params(self, params: dict[str, Any]) -> None:
         import mlflow
