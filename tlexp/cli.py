@@ -19,6 +19,7 @@ def _config_options(command):
     options = [
         click.argument("config_file", required=False, type=click.Path(dir_okay=False)),
         click.option("--data", help="'demo', a folder of class folders (<dir>/<class>/*.png|jpg) or an .npz file with x and y."),
+        click.option("--demo-images-per-class", type=int, help="Target-task images per class for --data demo and demo-rare [default: 60]."),
         click.option("--backbone", type=click.Choice(BACKBONES), help="Pretrained backbone to fine-tune."),
         click.option("--weights", help="Backbone weights: 'imagenet' (keras.applications), 'pretrained' (demo), 'none' (random init) or a weights file PATH."),
         click.option("--image-size", type=int, help="Square input size in pixels [default: 28 for demo, 224 otherwise]."),

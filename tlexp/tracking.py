@@ -50,6 +50,46 @@ def ui_command(tracking_uri: str | None, *, host: str, port: int) -> list[str]:
     return ["ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
 
 
+SERVER_PROBE_TIMEOUT_S = 5
+
+
+def _require_reachable_server(uri: str) -> None:
+    """Fail in seconds, before any training, when a tracking server does not answer; MLflow's own
+    client would retry for minutes."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_PROBE_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered: a server (perhaps behind a proxy or with auth) is there
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(
+            f"tracking server {uri} is unreachable ({reason}); expected a running MLflow server there"
+        ) from None
+
+
+@contextlib.contextmanager
+def _store_setup_lock(uri: str) -> Iterator[None]:
+    """Serialise creating a SQLite store's schema and experiments across processes: MLflow's
+    schema creation races when several processes open a new database at once."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    database = Path(uri[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _is_embedded_store(uri: str) -> bool:
     return uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).parent.name == DEFAULT_STORE_DIR
 
@@ -100,10 +140,11 @@ class Tracker:
         import mlflow
 
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        if self.tracking_uri.startswith(("http://", "https://")):
+            _require_reachable_server(self.tracking_uri)
         mlflow.set_tracking_uri(self.tracking_uri)
-        self.experiment_id = None if experiment is None else self._ensure_experiment(experiment, create)
+        with _store_setup_lock(self.tracking_uri):
+            self.experiment_id = None if experiment is None else self._ensure_experiment(experiment, create)
 
     def _ensure_experiment(self, name: str, create: bool) -> str:
         import mlflow
