@@ -112,3 +112,15 @@ def test_demo_splits_do_not_overlap():
     from tlexp.data import split_overlaps
 
     assert split_overlaps(load("demo", demo_images_per_class=40)) == ()
+
+
+def test_images_of_mixed_sizes_and_modes_are_converted(tmp_path):
+    root = tmp_path / "mixed"
+    for name, mode, size in (("a", "RGB", (30, 20)), ("a", "L", (8, 8)), ("a", "RGBA", (50, 50)), ("a", "P", (16, 40))):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        Image.new(mode, size).save(root / name / f"{mode}.png")
+    for index in range(4):
+        (root / "b").mkdir(exist_ok=True)
+        Image.new("CMYK", (10, 10 + index)).save(root / "b" / f"{index}.jpg")
+    dataset = load(root, ImageFormat(32, 3))
+    assert dataset.train.x.shape[1:] == (32, 32, 3)

@@ -94,10 +94,23 @@ def test_a_killed_process_leaves_running_runs_that_the_next_run_marks_killed(sto
     assert not [r for r in depths if r.info.status == "RUNNING"]
 
 
-def test_restart_starts_a_fresh_sweep(store_uri, cache_dir):
-    command = sweep_command(store_uri, cache_dir)[:]
-    command[command.index("--unfreeze") + 1] = "0"
-    for extra in ([], ["--restart"]):
-        assert subprocess.run(command + extra, capture_output=True).returncode == 0
-    sweeps, depths = runs_by_kind(store_uri)
-    assert len(sweeps) == 2 and len(depths) == 2
+def test_restart_starts_a_fresh_sweep_where_a_plain_run_would_resume(tiny_config, client):
+    from tlexp.sweep import run_sweep
+
+    config = tiny_config(unfreeze=(0, "all"))
+
+    def interrupt_after_first_depth(line):
+        if line.startswith("[1/2]"):
+            raise KeyboardInterrupt
+
+    try:
+        run_sweep(config, progress=interrupt_after_first_depth)
+    except KeyboardInterrupt as interrupt:
+        assert [r.depth for r in interrupt.partial_results] == [0]
+    killed = client.search_runs([client.get_experiment_by_name("test").experiment_id], "tags.`tlexp.kind` = 'sweep'")
+    assert [r.info.status for r in killed] == ["KILLED"]
+    fresh = run_sweep(config, restart=True)
+    assert fresh.sweep_id != killed[0].info.run_id
+    assert [r.status for r in fresh.results] == ["FINISHED", "FINISHED"]
+    resumed = run_sweep(config)  # the latest identical sweep is FINISHED: a plain run starts anew
+    assert resumed.sweep_id not in (fresh.sweep_id, killed[0].info.run_id)

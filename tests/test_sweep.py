@@ -205,3 +205,28 @@ def test_rare_class_sweep_logs_threshold_intervals_verdict_and_inputs(tiny_confi
         "demo-rare-test-held-out": split_digest(dataset.test),
     }
     assert 0.05 < dataset.train.y.mean() < 0.15  # the positive class is about 10% of the images
+
+
+def test_the_same_seed_gives_identical_metrics_on_cpu(sweep, tmp_path):
+    import dataclasses
+
+    first, client, _, config = sweep
+    again_uri = f"sqlite:///{tmp_path / 'again.db'}"
+    again = run_sweep(dataclasses.replace(config, tracking_uri=again_uri))
+    again_client = MlflowClient(tracking_uri=again_uri)
+    for one, two in zip(first.results, again.results):
+        assert one.depth == two.depth
+        metrics_one = client.get_run(one.run_id).data.metrics
+        metrics_two = again_client.get_run(two.run_id).data.metrics
+        assert metrics_one == metrics_two
+
+
+def test_credentials_never_reach_the_store(tiny_config, store_uri, tmp_path, monkeypatch):
+    secret = "tlexp-secret-0d1f7c"
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", secret)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", secret + "-token")
+    run_sweep(tiny_config(unfreeze=(0,)))
+    store = tmp_path / "mlruns"
+    files = [path for path in store.rglob("*") if path.is_file()]
+    assert any(path.name == "mlflow.db" for path in files) and len(files) > 10
+    assert not [path for path in files if secret.encode() in path.read_bytes()]

@@ -136,12 +136,13 @@ def run_sweep(config: SweepConfig, *, progress: Progress = _noop, restart: bool 
             for index, depth in enumerate(config.unfreeze, start=1):
                 if str(depth) in done:
                     result = done[str(depth)]
-                    progress(f"[{index}/{len(config.unfreeze)}] unfreeze={depth}: already FINISHED in run {result.run_id}; skipped")
+                    line = f"unfreeze={depth}: already FINISHED in run {result.run_id}; skipped"
                 else:
                     head_history = head_history if head_history is not None else _train_head(prepared, progress)
                     result = _run_depth(prepared, head_history, depth, sweep_id=sweep_id, nested=True)
-                    progress(f"[{index}/{len(config.unfreeze)}] {_describe(result)}")
+                    line = _describe(result)
                 results.append(result)
+                progress(f"[{index}/{len(config.unfreeze)}] {line}")
         except KeyboardInterrupt as interrupt:
             interrupt.partial_results = tuple(results)
             raise
