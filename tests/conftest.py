@@ -36,6 +36,7 @@ def tiny_config(store_uri, cache_dir):
             "epochs_head": 1,
             "epochs_finetune": 1,
             "batch_size": 16,
+            "bootstrap_resamples": 100,
             "experiment": "test",
             "tracking_uri": store_uri,
             "cache_dir": cache_dir,

@@ -56,3 +56,12 @@ def test_evaluate_rejects_other_data_and_bad_uris(sweep):
         outcome = CliRunner().invoke(main, ["evaluate", *args, "--tracking-uri", config.tracking_uri])
         assert outcome.exit_code == 1, args
         assert outcome.output.strip().splitlines()[-1].startswith(start), outcome.output
+
+
+def test_evaluate_refuses_a_run_that_is_not_a_depth_run(sweep):
+    result, _, _, config = sweep
+    outcome = CliRunner().invoke(
+        main, ["evaluate", f"runs:/{result.sweep_id}/model", "--data", "demo", "--tracking-uri", config.tracking_uri]
+    )
+    assert outcome.exit_code == 1
+    assert f"comes from run {result.sweep_id}, which is not a tlexp depth run" in outcome.output.strip().splitlines()[-1]

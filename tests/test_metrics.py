@@ -163,3 +163,13 @@ def test_assess_a_binary_task_logs_threshold_intervals_and_verdict():
     assert tags["tlexp.verdict"] == "bad"
     assert tags["tlexp.verdict_reasons"] == "F1 of 'pos' 0.857 is more than 0.10 below its precision 0.750 or recall 1.000"
     assert tags["tlexp.rarest_class"] == "pos"
+
+
+def test_ranking_scores_are_for_the_positive_class_when_it_sorts_first():
+    y_true = np.array([0, 0, 1, 1, 1, 1])
+    probabilities = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8], [0.1, 0.9], [0.4, 0.6]])
+    threshold = choose_threshold(y_true, probabilities, 0, rule="max_f1", target=None)
+    evaluation = evaluate_predictions("val", y_true, probabilities, ("sick", "well"), threshold=threshold)
+    from sklearn.metrics import average_precision_score
+
+    assert evaluation.scores["average_precision"] == pytest.approx(average_precision_score(y_true == 0, probabilities[:, 0]))

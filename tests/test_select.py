@@ -114,3 +114,13 @@ def test_select_errors_are_one_line(ranked_store, store_uri):
         assert outcome.exit_code == 1, args
         last = outcome.output.strip().splitlines()[-1]
         assert last.startswith(start), (args, last)
+
+
+def test_compare_a_sweep_that_has_no_depth_run_yet(store_uri):
+    client = MlflowClient(tracking_uri=store_uri)
+    experiment_id = client.create_experiment("early")
+    client.create_run(experiment_id, tags={"tlexp.kind": "sweep"})
+    for output_format in ("table", "json", "csv"):
+        outcome = invoke("compare", "--experiment", "early", "--tracking-uri", store_uri, "--format", output_format)
+        assert outcome.exit_code == 0, outcome.output
+    assert json.loads(invoke("compare", "--experiment", "early", "--tracking-uri", store_uri, "--format", "json").stdout)["rows"] == []

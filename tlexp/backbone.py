@@ -81,7 +81,7 @@ def build_backbone(spec: BackboneSpec, weights_path: str | None) -> keras.Model:
         return constructor(
             include_top=False, weights=weights_path, input_shape=spec.input_shape, pooling="avg"
         )
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         raise BackboneError(
             f"weights file {weights_path!r} does not match backbone {spec.name} at image_size "
             f"{spec.image_size}: {first_line(error)}"

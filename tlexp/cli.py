@@ -18,7 +18,7 @@ def _config_options(command):
     """Options shared by `sweep` and `run`; each overrides the same key of the config file."""
     options = [
         click.argument("config_file", required=False, type=click.Path(dir_okay=False)),
-        click.option("--data", help="'demo', a folder of class folders (<dir>/<class>/*.png|jpg) or an .npz file with x and y."),
+        click.option("--data", help="'demo', 'demo-rare', a folder of class folders (<dir>/<class>/*.png|jpg) or an .npz file with x and y."),
         click.option("--demo-images-per-class", type=int, help="Target-task images per class for --data demo and demo-rare [default: 60]."),
         click.option("--backbone", type=click.Choice(BACKBONES), help="Pretrained backbone to fine-tune."),
         click.option("--weights", help="Backbone weights: 'imagenet' (keras.applications), 'pretrained' (demo), 'none' (random init) or a weights file PATH."),
@@ -48,11 +48,25 @@ def _config_options(command):
     return functools.reduce(lambda decorated, option: option(decorated), reversed(options), command)
 
 
-def _build_config(config_file: str | None, options: dict) -> SweepConfig:
+@contextlib.contextmanager
+def _one_line_errors():
+    """Library errors, and a store that fails mid-command, become one `Error:` line and exit 1."""
     try:
-        return load_config(config_file, **options)
+        yield
     except TlexpError as error:
         raise click.ClickException(str(error)) from None
+    except Exception as error:
+        from tlexp.tracking import store_failure
+
+        failure = store_failure(error)
+        if failure is None:
+            raise
+        raise click.ClickException(str(failure)) from None
+
+
+def _build_config(config_file: str | None, options: dict) -> SweepConfig:
+    with _one_line_errors():
+        return load_config(config_file, **options)
 
 
 @click.group()
@@ -106,11 +120,8 @@ def sweep(config_file: str | None, unfreeze: str | None, restart: bool, **option
 
     config = _build_config(config_file, {**options, "unfreeze": unfreeze})
     started = time.monotonic()
-    try:
-        with _interrupts_end_runs_killed():
-            result = run_sweep(config, progress=click.echo, restart=restart)
-    except TlexpError as error:
-        raise click.ClickException(str(error)) from None
+    with _one_line_errors(), _interrupts_end_runs_killed():
+        result = run_sweep(config, progress=click.echo, restart=restart)
     click.echo("")
     click.echo(format_summary(result.results))
     if result.best is not None:
@@ -134,14 +145,12 @@ def run(config_file: str | None, unfreeze: str, **options) -> None:
     from tlexp.sweep import format_summary, run_single
 
     config = _build_config(config_file, options)
-    try:
+    with _one_line_errors():
         depths = parse_depths(unfreeze)
-        if len(depths) != 1:
-            raise click.ClickException(f"--unfreeze takes one depth, got {unfreeze!r}")
-        with _interrupts_end_runs_killed():
-            result = run_single(config, depths[0], progress=click.echo)
-    except TlexpError as error:
-        raise click.ClickException(str(error)) from None
+    if len(depths) != 1:
+        raise click.ClickException(f"--unfreeze takes one depth, got {unfreeze!r}")
+    with _one_line_errors(), _interrupts_end_runs_killed():
+        result = run_single(config, depths[0], progress=click.echo)
     click.echo(format_summary([result]))
     if result.status != "FINISHED":
         raise click.ClickException(f"unfreeze depth {result.depth} failed")
@@ -179,10 +188,8 @@ def compare(experiment: str, sweep: str, output_format: str, tracking_uri: str |
     from tlexp.select import COMPARE_COLUMNS, compare_rows
     from tlexp.tracking import Tracker
 
-    try:
+    with _one_line_errors():
         sweep_id, rows = compare_rows(Tracker(tracking_uri, experiment, create=False), sweep)
-    except TlexpError as error:
-        raise click.ClickException(str(error)) from None
     if output_format == "json":
         click.echo(json.dumps({"sweep_id": sweep_id, "experiment": experiment, "rows": rows}, indent=2))
     elif output_format == "csv":
@@ -201,7 +208,7 @@ def _table(rows: list[dict], columns: tuple[str, ...]) -> str:
         return "" if value is None else str(value)
 
     cells = [[cell(row[column]) for column in columns] for row in rows]
-    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    widths = [max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)]
     lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths))]
     lines += ["  ".join(value.ljust(width) for value, width in zip(line, widths)) for line in cells]
     return "\n".join(lines)
@@ -232,7 +239,7 @@ def select(metric, experiment, sweep, exclude_overfit, where, register_name, ali
     from tlexp.select import select_best_run
     from tlexp.tracking import Tracker
 
-    try:
+    with _one_line_errors():
         selection = select_best_run(
             Tracker(tracking_uri, experiment, create=False),
             metric=metric,
@@ -242,8 +249,6 @@ def select(metric, experiment, sweep, exclude_overfit, where, register_name, ali
             register=register_name,
             alias=alias,
         )
-    except TlexpError as error:
-        raise click.ClickException(str(error)) from None
     summary = selection.as_dict()
     if output_format == "json":
         click.echo(json.dumps(summary, indent=2))
@@ -274,10 +279,8 @@ def evaluate(model_uri: str, data: str, tracking_uri: str | None) -> None:
     """
     from tlexp.evaluate import evaluate_on_test
 
-    try:
+    with _one_line_errors():
         result = evaluate_on_test(tracking_uri, model_uri, data)
-    except TlexpError as error:
-        raise click.ClickException(str(error)) from None
     scores = result.evaluation.scores
     click.echo(
         f"test: accuracy {scores['accuracy']:.3f}, f1_macro {scores['f1_macro']:.3f}, "
@@ -301,15 +304,12 @@ def ui(port: int, host: str, tracking_uri: str | None) -> None:
     import subprocess
     import sys
 
-    from tlexp.errors import TrackingError
     from tlexp.tracking import ui_command
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"Warning: binding {host}: anyone who can reach it can read and change the store.", err=True)
-    try:
+    with _one_line_errors():
         command = ui_command(tracking_uri, host=host, port=port)
-    except TrackingError as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"MLflow UI on http://{host}:{port} (Ctrl+C to stop)")
     try:
         raise SystemExit(subprocess.call([sys.executable, "-m", "mlflow", *command]))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from tlexp import backbone as bb
 from tlexp.config import load_config
 from tlexp.data import ImageFormat, load_dataset, split_digest
-from tlexp.errors import DataError
+from tlexp.errors import DataError, TrackingError
 from tlexp.metrics import Evaluation, ThresholdChoice, confusion_matrix_figure, evaluate_predictions
 from tlexp.tracking import RunRecord, Tracker
 from tlexp.train import predict_probabilities
@@ -27,6 +27,11 @@ class TestResult:
 def evaluate_on_test(tracking_uri: str | None, model_uri: str, data: str) -> TestResult:
     tracker = Tracker(tracking_uri, None)
     training = tracker.get_run(tracker.run_id_of_model(model_uri))
+    if training.tags.get("tlexp.kind") != "depth":
+        raise TrackingError(
+            f"model {model_uri!r} comes from run {training.run_id}, which is not a tlexp depth run; "
+            "expected a model logged by tlexp sweep or tlexp run"
+        )
     tracker.experiment_id = training.experiment_id
     params = training.params
     config = load_config(

@@ -117,7 +117,7 @@ def evaluate_predictions(
         "f1_weighted": skm.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0),
         "loss": skm.log_loss(y_true, probabilities, labels=labels),
         "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
-        **ranking_scores(y_true, probabilities, labels),
+        **ranking_scores(y_true, probabilities, labels, positive=threshold.positive_index if threshold else 1),
     }
     class_precision, class_recall, class_f1, _ = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average=None, zero_division=0
@@ -137,17 +137,19 @@ def evaluate_predictions(
     )
 
 
-def ranking_scores(y_true: np.ndarray, probabilities: np.ndarray, labels: list[int]) -> dict[str, float]:
-    """ROC-AUC and average precision (PR-AUC) from the probabilities; one-vs-rest macro averages
-    for more than two classes. NaN when undefined (a class absent from y_true)."""
+def ranking_scores(
+    y_true: np.ndarray, probabilities: np.ndarray, labels: list[int], *, positive: int = 1
+) -> dict[str, float]:
+    """ROC-AUC and average precision (PR-AUC) from the probabilities, for the `positive` class of a
+    binary task; one-vs-rest macro averages for more classes. NaN when a class is absent."""
     present = np.isin(labels, y_true)
     if not present.all():
         return {"roc_auc": float("nan"), "average_precision": float("nan")}
     if len(labels) == 2:
-        scores = probabilities[:, 1]
+        is_positive, scores = y_true == positive, probabilities[:, positive]
         return {
-            "roc_auc": skm.roc_auc_score(y_true, scores),
-            "average_precision": skm.average_precision_score(y_true, scores),
+            "roc_auc": skm.roc_auc_score(is_positive, scores),
+            "average_precision": skm.average_precision_score(is_positive, scores),
         }
     from sklearn.preprocessing import label_binarize
 

@@ -37,6 +37,7 @@ class BackboneWeights:
     path: str | None  # None: random initialisation
     sha256: str | None
     pretrain_run_id: str | None = None
+    pretrain_store: str | None = None  # the tracking URI that holds the pretraining run
 
 
 def cache_dir(config: SweepConfig) -> Path:
@@ -67,9 +68,14 @@ def demo_backbone_weights(
     weights_path = directory / f"{spec.image_size}px" / DEMO_WEIGHTS_FILE
     record_path = weights_path.with_name(DEMO_RECORD_FILE)
     if weights_path.is_file() and record_path.is_file():
-        record = json.loads(record_path.read_text())
+        try:
+            record = json.loads(record_path.read_text())
+        except ValueError:
+            record = {}  # a damaged record: pretrain again
         if record.get("recipe") == DEMO_PRETRAINING:
-            return BackboneWeights(str(weights_path), bb.file_sha256(weights_path), record.get("run_id"))
+            return BackboneWeights(
+                str(weights_path), bb.file_sha256(weights_path), record.get("run_id"), record.get("tracking_uri")
+            )
     progress(f"pretraining the demo backbone on digits 0-4 (cached in {weights_path.parent})")
     run_id = _pretrain_demo_backbone(spec, weights_path, tracker)
     record_path.write_text(
@@ -78,7 +84,7 @@ def demo_backbone_weights(
             indent=2,
         )
     )
-    return BackboneWeights(str(weights_path), bb.file_sha256(weights_path), run_id)
+    return BackboneWeights(str(weights_path), bb.file_sha256(weights_path), run_id, tracker.tracking_uri)
 
 
 def _pretrain_demo_backbone(spec: bb.BackboneSpec, weights_path: Path, tracker: Tracker) -> str:

@@ -104,6 +104,7 @@ class _Prepared:
     device: str
     leak: str | None  # a description of images shared between splits, when allowed
     class_weight: dict[int, float] | None
+    data_digest: str  # of all three splits: part of what makes two sweeps the same
 
 
 def _noop(_: str) -> None:
@@ -131,7 +132,8 @@ def run_sweep(config: SweepConfig, *, progress: Progress = _noop, restart: bool 
     with tracker.run(_sweep_run_name(config), tags=tags, resume_run_id=resumed) as sweep_id:
         try:
             tracker.set_tags({"tlexp.sweep_id": sweep_id, "tlexp.device": prepared.device})
-            tracker.log_params(params)
+            # A resumed sweep run has its params already; the weights' path may differ (same content).
+            tracker.log_params(_without_path(params) if resumed else params)
             head_history = None
             for index, depth in enumerate(config.unfreeze, start=1):
                 if str(depth) in done:
@@ -151,9 +153,13 @@ def run_sweep(config: SweepConfig, *, progress: Progress = _noop, restart: bool 
     return SweepResult(sweep_id, tracker.tracking_uri, tracker.experiment_id, tuple(results), best)
 
 
+def _without_path(params: dict[str, object]) -> dict[str, object]:
+    return {key: value for key, value in params.items() if key != "backbone_weights_path"}
+
+
 def _fingerprint(params: dict[str, object]) -> str:
-    """What makes two sweeps the same sweep: every training setting and the weights' content."""
-    relevant = {key: str(value) for key, value in params.items() if key != "backbone_weights_path"}
+    """What makes two sweeps the same sweep: every setting, the data's and the weights' content."""
+    relevant = {key: str(value) for key, value in _without_path(params).items()}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -274,6 +280,9 @@ def _prepare(config: SweepConfig, progress: Progress) -> _Prepared:
         device=device,
         leak=leak,
         class_weight=_balanced_class_weight(config, dataset),
+        data_digest=hashlib.sha256(
+            "".join(split_digest(s) for s in (dataset.train, dataset.val, dataset.test)).encode()
+        ).hexdigest()[:32],
     )
 
 
@@ -335,12 +344,12 @@ def _run_depth(
     sweep_id: str | None,
     nested: bool,
 ) -> DepthResult:
-    tracker, config = prepared.tracker, prepared.config
+    tracker = prepared.tracker
     layer_count = prepared.layer_counts[depth]
     tags = {"tlexp.kind": "depth", "tlexp.device": prepared.device, "tlexp.owner": _owner()}
     if prepared.leak:
         tags["tlexp.overlap_warning"] = prepared.leak[:5000]
-    if prepared.weights.pretrain_run_id:
+    if prepared.weights.pretrain_run_id and prepared.weights.pretrain_store == tracker.tracking_uri:
         tags["tlexp.backbone_pretrain_run_id"] = prepared.weights.pretrain_run_id
     model = _model_from_head(prepared.head_model)
     # Random-init BatchNorm statistics mean nothing: from scratch, BatchNorm trains.
@@ -488,6 +497,7 @@ def _shared_params(prepared: _Prepared) -> dict[str, object]:
         "early_stopping_patience": config.early_stopping_patience,
         "seed": config.seed,
         "dataset": dataset.name,
+        "data_digest": prepared.data_digest,
         "demo_images_per_class": config.demo_images_per_class,
         "num_classes": len(dataset.class_names),
         "class_names": list(dataset.class_names),
@@ -503,6 +513,12 @@ def _shared_params(prepared: _Prepared) -> dict[str, object]:
         "threshold_rule": config.threshold_rule,
         "threshold_target": config.threshold_target,
         "bootstrap_resamples": config.bootstrap_resamples,
+        "paradox_accuracy": config.paradox_accuracy,
+        "paradox_recall": config.paradox_recall,
+        "verdict_min_accuracy": config.verdict_min_accuracy,
+        "verdict_min_precision": config.verdict_min_precision,
+        "verdict_min_recall": config.verdict_min_recall,
+        "verdict_max_f1_shortfall": config.verdict_max_f1_shortfall,
         "mixed_precision": config.mixed_precision and prepared.device != "CPU",
     }
 

@@ -42,6 +42,17 @@ def resolve_tracking_uri(explicit: str | None) -> str:
     return uri
 
 
+def store_failure(error: BaseException) -> TrackingError | None:
+    """An error raised by MLflow or the libraries under it (a server that stopped answering after
+    MLflow's bounded retries, a database that cannot be written) as a one-line TrackingError."""
+    package = type(error).__module__.split(".", 1)[0]
+    if package not in ("mlflow", "requests", "urllib3", "sqlalchemy"):
+        return None
+    import mlflow
+
+    return TrackingError(f"the MLflow store {mlflow.get_tracking_uri()} failed: {first_line(error)}")
+
+
 def ui_command(tracking_uri: str | None, *, host: str, port: int) -> list[str]:
     """The `mlflow ui` arguments that serve this store."""
     uri = resolve_tracking_uri(tracking_uri)
