@@ -117,7 +117,7 @@ def test_image_folder_sweep_on_mobilenet_v2_with_imagenet_weights_from_keras_cac
     write_rgb_folder(tmp_path / "images")
     completed = run_cli(
         ["sweep", "--data", str(tmp_path / "images"), "--backbone", "mobilenet_v2", "--weights", "imagenet",
-         "--image-size", "32", "--unfreeze", "0,10", "--epochs-head", "1", "--epochs-finetune", "1",
+         "--image-size", "32", "--unfreeze", "10", "--epochs-head", "1", "--epochs-finetune", "1",
          "--val-fraction", "0.25", "--test-fraction", "0.25", "--tracking-uri", store_uri, "--experiment", "folder"],
         {"KERAS_HOME": str(tmp_path / "keras"), "https_proxy": "http://127.0.0.1:9"},
     )

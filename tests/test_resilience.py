@@ -8,13 +8,13 @@ import time
 
 from mlflow import MlflowClient
 
-DEPTHS = ["0", "1", "5", "all"]
+DEPTHS = ["0", "5", "all"]
 
 
 def sweep_command(store_uri, cache_dir):
     return [
         sys.executable, "-m", "tlexp.cli", "sweep", "--data", "demo", "--unfreeze", ",".join(DEPTHS),
-        "--epochs-head", "1", "--epochs-finetune", "3", "--batch-size", "8", "--val-fraction", "0.25",
+        "--epochs-head", "1", "--epochs-finetune", "2", "--batch-size", "8", "--val-fraction", "0.25",
         "--test-fraction", "0.25", "--bootstrap-resamples", "100", "--experiment", "resilience",
         "--tracking-uri", store_uri, "--cache-dir", cache_dir,
     ]
@@ -27,8 +27,8 @@ def start_and_signal_after_first_depth(command, signal_number):
     deadline = time.monotonic() + 240
     for line in process.stdout:
         seen.append(line)
-        if line.startswith("[1/4]"):
-            time.sleep(1.0)  # into the second depth's training
+        if line.startswith("[1/3]"):
+            time.sleep(0.3)  # into the second depth's training
             process.send_signal(signal_number)
             break
         assert time.monotonic() < deadline, "the first depth did not finish in time"
@@ -68,7 +68,7 @@ def test_sigterm_ends_runs_killed_then_the_same_command_resumes(store_uri, cache
     resumed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming sweep {sweep.info.run_id}" in resumed.stdout
-    assert "[1/4] unfreeze=0: already FINISHED" in resumed.stdout
+    assert "[1/3] unfreeze=0: already FINISHED" in resumed.stdout
     (after,), depths = runs_by_kind(store_uri)
     assert after.info.run_id == sweep.info.run_id and after.info.status == "FINISHED"
     finished = sorted(r.data.params["unfreeze_layers"] for r in depths if r.info.status == "FINISHED")
@@ -112,5 +112,3 @@ def test_restart_starts_a_fresh_sweep_where_a_plain_run_would_resume(tiny_config
     fresh = run_sweep(config, restart=True)
     assert fresh.sweep_id != killed[0].info.run_id
     assert [r.status for r in fresh.results] == ["FINISHED", "FINISHED"]
-    resumed = run_sweep(config)  # the latest identical sweep is FINISHED: a plain run starts anew
-    assert resumed.sweep_id not in (fresh.sweep_id, killed[0].info.run_id)

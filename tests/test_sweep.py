@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from tlexp.config import load_config
 from tlexp.data import ImageFormat, load_dataset
 from tlexp.sweep import best_result, run_single, run_sweep
 

