@@ -84,7 +84,7 @@ def test_sweep_command_prints_progress_and_summary(tiny_config, store_uri, cache
     rows = [line.split() for line in lines[header + 1 : header + 3]]
     assert [row[0] for row in rows] == ["0", "all"]
     assert all(row[-1] in ("good", "bad", "(!)") and "argmax" in row for row in rows)
-    assert f"mlflow ui --backend-store-uri {store_uri}" in result.output
+    assert f"open it with: tlexp ui --tracking-uri {store_uri}" in result.output
     experiment = client.get_experiment_by_name("cli")
     assert len(client.search_runs([experiment.experiment_id])) == 3
 

@@ -127,7 +127,10 @@ def sweep(config_file: str | None, unfreeze: str | None, restart: bool, **option
     if result.best is not None:
         click.echo(f"\nbest depth: {result.best.depth} (val_f1_macro {result.best.val_f1_macro:.3f}, run {result.best.run_id})")
     click.echo(f"sweep run {result.sweep_id} in {time.monotonic() - started:.0f}s; store {result.tracking_uri}")
-    click.echo(f"open it with: mlflow ui --backend-store-uri {result.tracking_uri}")
+    if result.tracking_uri.startswith(("http://", "https://")):
+        click.echo(f"open it in a browser: {result.tracking_uri}")
+    else:
+        click.echo(f"open it with: tlexp ui --tracking-uri {result.tracking_uri}   (then http://127.0.0.1:5000)")
     if result.failed:
         raise click.ClickException(f"{len(result.failed)} of {len(result.results)} depths failed")
 
