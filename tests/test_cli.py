@@ -86,7 +86,9 @@ def test_sweep_command_prints_progress_and_summary(tiny_config, store_uri, cache
     assert all(row[-1] in ("good", "bad", "(!)") and "argmax" in row for row in rows)
     assert f"open it with: tlexp ui --tracking-uri {store_uri}" in result.output
     experiment = client.get_experiment_by_name("cli")
-    assert len(client.search_runs([experiment.experiment_id])) == 3
+    # One sweep run and two depth runs (a first use of the cache directory adds a pretraining run).
+    kinds = [run.data.tags["tlexp.kind"] for run in client.search_runs([experiment.experiment_id])]
+    assert sorted(kind for kind in kinds if kind != "backbone-pretraining") == ["depth", "depth", "sweep"]
 
 
 def write_rgb_folder(root, classes=("ant", "bee"), per_class=8):
