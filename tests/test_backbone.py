@@ -69,3 +69,60 @@ def test_preprocess_input_matches_the_backbone():
 def test_too_small_image_size_is_rejected():
     with pytest.raises(BackboneError, match="image_size 16 is too small for resnet50; expected at least 32"):
         bb.backbone_spec("resnet50", 16)
+
+
+def test_demo_cnn_blocks_are_its_two_conv_blocks_and_the_dense_top():
+    model = bb.build_backbone(bb.backbone_spec("demo"), None)
+    assert bb.block_starts(model) == (1, 4, 7)  # block1_conv, block2_conv, flatten
+    assert [bb.resolve_depth(d, model, "blocks") for d in (0, 1, 2, 3, "all")] == [0, 2, 5, 8, 9]
+    with pytest.raises(BackboneError, match="unfreeze depth 4 is larger than backbone demo_cnn, which has 3 blocks; expected 0..3 or 'all'"):
+        bb.resolve_depth(4, model, "blocks")
+
+
+@pytest.mark.parametrize(
+    ("name", "named_blocks", "first", "last"),
+    [
+        # MobileNetV2: expanded_conv and block_1..16; ResNet50: 3 + 4 + 6 + 3 residual blocks;
+        # EfficientNetB0: 16 MBConv blocks (1a .. 7a). Each also has a stem, and a top with weights.
+        ("mobilenet_v2", 17, "expanded_conv_depthwise", "Conv_1"),
+        ("resnet50", 16, "conv2_block1_1_conv", "conv5_block3_1_conv"),
+        ("efficientnet_b0", 16, "block1a_dwconv", "top_conv"),
+    ],
+)
+def test_application_blocks_start_on_single_tensor_cuts(name, named_blocks, first, last):
+    model = bb.build_backbone(bb.backbone_spec(name, SMALL), None)
+    starts = bb.block_starts(model)
+    names = [model.layers[start].name for start in starts]
+    assert names[1] == first and names[-1] == last
+    has_top_block = name != "resnet50"  # ResNet50's top is a weightless pooling layer: no block
+    assert len(starts) == 1 + named_blocks + has_top_block
+    cuts = set(bb.single_tensor_cuts(model))
+    assert set(starts[1:]) <= cuts
+    # A block depth unfreezes exactly the layers above a block start, so its cache sits right
+    # there, unless a layer that is random in training comes first (EfficientNet's dropouts).
+    for depth in range(1, len(starts)):
+        count = bb.resolve_depth(depth, model, "blocks")
+        assert count == len(model.layers) - starts[-depth]
+        if name != "efficientnet_b0":
+            assert bb.cache_cut(model, count) == starts[-depth]
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_the_part_above_a_cut_on_the_frozen_part_computes_the_whole_classifier(depth):
+    model = bb.build_backbone(bb.backbone_spec("mobilenet_v2", SMALL), None)
+    classifier = bb.build_classifier(model, 3, dropout=0.2)
+    count = bb.resolve_depth(depth, model, "blocks")
+    cut = bb.cache_cut(model, count)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, SMALL, SMALL, 3)).astype("float32")
+    features = bb.frozen_part(model, cut).predict(images, verbose=0)
+    above = bb.part_above_cut(classifier, cut)
+    np.testing.assert_allclose(above.predict(features, verbose=0), classifier.predict(images, verbose=0), atol=1e-5)
+    # The part above shares the classifier's layers: training one trains the other.
+    assert {id(w) for w in above.weights} <= {id(w) for w in classifier.weights}
+
+
+def test_a_depth_with_nothing_frozen_below_has_no_cache_point():
+    model = bb.build_backbone(bb.backbone_spec("demo"), None)
+    assert bb.cache_cut(model, len(model.layers)) is None
+    assert bb.cache_cut(model, 0) == len(model.layers)  # the head trains on the backbone's output
+    assert bb.cache_cut(model, 1) == 8  # below the dense feature layer: flatten's output

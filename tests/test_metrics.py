@@ -77,7 +77,8 @@ from tlexp.config import SweepConfig
 from tlexp.metrics import (
     accuracy_paradox,
     assess,
-    bootstrap_interval,
+    bootstrap_intervals,
+    per_class_recall_and_f1,
     choose_threshold,
     quality_verdict,
 )
@@ -113,16 +114,42 @@ def test_thresholded_metrics_use_the_threshold():
     assert evaluation.confusion.tolist() == [[6, 1], [0, 3]]
 
 
-def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
-    from sklearn.metrics import f1_score
+def test_bootstrap_intervals_match_one_scikit_learn_call_per_resample():
+    from scipy.stats import bootstrap
+    from sklearn.metrics import f1_score, recall_score
 
     rng = np.random.default_rng(0)
-    y_true = rng.integers(0, 2, 60)
-    y_pred = np.where(rng.random(60) < 0.8, y_true, 1 - y_true)
-    statistic = lambda t, p: f1_score(t, p, average="macro")  # noqa: E731
-    low, high = bootstrap_interval(y_true, y_pred, statistic, resamples=500, seed=1)
-    assert (low, high) == bootstrap_interval(y_true, y_pred, statistic, resamples=500, seed=1)
-    assert low < statistic(y_true, y_pred) < high and high - low > 0.05
+    y_true = rng.integers(0, 3, 60)
+    y_pred = np.where(rng.random(60) < 0.7, y_true, rng.integers(0, 3, 60))
+    f1_ci, recall_ci = bootstrap_intervals(y_true, y_pred, 3, 2, resamples=400, seed=1)
+    assert (f1_ci, recall_ci) == bootstrap_intervals(y_true, y_pred, 3, 2, resamples=400, seed=1)
+
+    def reference(statistic):
+        result = bootstrap(
+            (y_true, y_pred), statistic, paired=True, vectorized=False, n_resamples=400,
+            confidence_level=0.95, method="percentile", random_state=1,
+        )
+        return result.confidence_interval.low, result.confidence_interval.high
+
+    macro_f1 = lambda t, p: f1_score(t, p, labels=[0, 1, 2], average="macro", zero_division=0)  # noqa: E731
+    recall_2 = lambda t, p: recall_score(t, p, labels=[2], average="macro", zero_division=0)  # noqa: E731
+    assert f1_ci == pytest.approx(reference(macro_f1), abs=1e-12)
+    assert recall_ci == pytest.approx(reference(recall_2), abs=1e-12)
+    assert f1_ci[0] < macro_f1(y_true, y_pred) < f1_ci[1] and f1_ci[1] - f1_ci[0] > 0.05
+
+
+def test_per_class_scores_of_many_rows_equal_scikit_learn_row_by_row():
+    from sklearn.metrics import precision_recall_fscore_support
+
+    rng = np.random.default_rng(3)
+    y_true, y_pred = rng.integers(0, 4, (5, 30)), rng.integers(0, 4, (5, 30))
+    y_true[0] = 0  # a row where most classes are absent: zero_division applies
+    recall, f1 = per_class_recall_and_f1(y_true, y_pred, 4)
+    for row in range(5):
+        _, r, f, _ = precision_recall_fscore_support(
+            y_true[row], y_pred[row], labels=[0, 1, 2, 3], average=None, zero_division=0
+        )
+        assert recall[row].tolist() == pytest.approx(r.tolist()) and f1[row].tolist() == pytest.approx(f.tolist())
 
 
 def test_a_gap_inside_validation_noise_is_not_called_overfitting():

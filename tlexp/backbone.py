@@ -7,6 +7,7 @@ that importing tlexp (and `tlexp --help`) stays instant.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,15 +159,27 @@ def _imagenet_weights_source(spec: BackboneSpec) -> tuple[str, str, str | None]:
 
 
 def build_classifier(
-    backbone: keras.Model, num_classes: int, *, dropout: float, name: str = "classifier"
+    backbone: keras.Model,
+    num_classes: int,
+    *,
+    dropout: float,
+    augment: bool = False,
+    name: str = "classifier",
 ) -> keras.Model:
-    """Backbone, dropout and a softmax layer."""
+    """Backbone, dropout and a softmax layer; with `augment`, random rotations, shifts and zooms
+    of the input first (active in training only)."""
     from keras import Input, Model, layers
 
     inputs = Input(shape=backbone.input_shape[1:], name="image")
+    x = inputs
+    if augment:
+        # No flips: they change what digits and many small-data classes mean.
+        x = layers.RandomRotation(0.05, fill_mode="nearest", name="augment_rotation")(x)
+        x = layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", name="augment_translation")(x)
+        x = layers.RandomZoom(0.1, fill_mode="nearest", name="augment_zoom")(x)
     # training=False as in the Keras transfer-learning guide. Keras 3 lets an outer fit() override
     # it, so unfreeze_top_layers also keeps BatchNorm layers frozen, which Keras runs in inference mode.
-    features = backbone(inputs, training=False)
+    features = backbone(x, training=False)
     features = layers.Dropout(dropout, name="head_dropout")(features)
     # float32 output keeps softmax stable under a mixed_float16 policy.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(features)
@@ -179,17 +192,127 @@ def backbone_of(classifier: keras.Model) -> keras.Model:
     return next(layer for layer in classifier.layers if isinstance(layer, Model))
 
 
-def resolve_depth(depth: Depth, backbone: keras.Model) -> int:
-    """The number of top backbone layers a depth unfreezes; too deep is an error."""
+def resolve_depth(depth: Depth, backbone: keras.Model, unit: str = "layers") -> int:
+    """The number of top backbone layers a depth unfreezes; `unit` "blocks" counts the
+    architecture's own blocks from the top. Too deep is an error."""
     layer_count = len(backbone.layers)
     if depth == ALL_LAYERS:
         return layer_count
+    if unit == "blocks":
+        starts = block_starts(backbone)
+        if depth > len(starts):
+            raise BackboneError(
+                f"unfreeze depth {depth} is larger than backbone {backbone.name}, which has "
+                f"{len(starts)} blocks; expected 0..{len(starts)} or 'all'"
+            )
+        return 0 if depth == 0 else layer_count - starts[-depth]
     if depth > layer_count:
         raise BackboneError(
             f"unfreeze depth {depth} is larger than backbone {backbone.name}, which has "
             f"{layer_count} layers; expected 0..{layer_count} or 'all'"
         )
     return depth
+
+
+# The architectures' own block names: MobileNetV2 (expanded_conv, block_1..16), ResNet
+# (conv2_block1..), EfficientNet (block1a..) and the demo CNN (block1, block2).
+_BLOCK_NAME = re.compile(r"^(expanded_conv|conv\d+_block\d+|block_?\d+[a-z]?)_")
+# Layers whose output is random in training even when frozen: a cache of their output would
+# not be what the uncached model trains on.
+_RANDOM_IN_TRAINING = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                       "GaussianNoise", "GaussianDropout", "AlphaDropout")
+
+
+def block_starts(backbone: keras.Model) -> tuple[int, ...]:
+    """Layer indices where the backbone's blocks start, bottom to top.
+
+    Layers before the first named block form a stem block and layers after the last form a top
+    block, each only when it has weights (weightless ones join their neighbour). Every start is
+    a single-tensor cut, so a block depth always has a valid frozen-feature cache.
+    """
+    groups: list[tuple[str, int, bool]] = []  # (block name, first layer index, has weights)
+    seen_block = False
+    for index, layer in enumerate(backbone.layers[1:], start=1):
+        match = _BLOCK_NAME.match(layer.name)
+        name = match.group(1) if match else ("top" if seen_block else "stem")
+        seen_block = seen_block or match is not None
+        if groups and groups[-1][0] == name:
+            groups[-1] = (name, groups[-1][1], groups[-1][2] or bool(layer.weights))
+        else:
+            groups.append((name, index, bool(layer.weights)))
+    if groups and groups[-1][0] == "top" and not groups[-1][2]:
+        groups.pop()
+    if groups and groups[0][0] == "stem" and not groups[0][2] and len(groups) > 1:
+        groups[1] = (groups[1][0], groups[0][1], groups[1][2])
+        groups.pop(0)
+    cuts = set(single_tensor_cuts(backbone))
+    starts = tuple(start for _, start, _ in groups)
+    uncut = [backbone.layers[start].name for start in starts if start not in cuts and start > 1]
+    if uncut:
+        raise BackboneError(f"backbone {backbone.name} has blocks that do not start on a single tensor: {uncut}")
+    return starts
+
+
+def _node_output(layer) -> keras.KerasTensor:
+    """The layer's output in its backbone's own graph (later sub-models add nodes of their own)."""
+    return layer._inbound_nodes[0].output_tensors[0]
+
+
+def single_tensor_cuts(backbone: keras.Model) -> tuple[int, ...]:
+    """Indices k where layers[:k] hand exactly one tensor to layers[k:], so that the output of
+    layers[:k] is all the top needs; k = len(layers) is the backbone's output."""
+    position = {id(layer): index for index, layer in enumerate(backbone.layers)}
+    inputs_of = [
+        [(position[id(t._keras_history.operation)], id(t)) for t in layer._inbound_nodes[0].input_tensors]
+        for layer in backbone.layers[1:]
+    ]
+    cuts = []
+    for k in range(1, len(backbone.layers)):
+        crossing = {tensor for consumers in inputs_of[k - 1 :] for producer, tensor in consumers if producer < k}
+        if len(crossing) == 1:
+            cuts.append(k)
+    return (*cuts, len(backbone.layers))
+
+
+def cache_cut(backbone: keras.Model, layer_count: int) -> int | None:
+    """The highest single-tensor cut below every trainable layer and every layer that is random
+    in training: the frozen-feature cache point for a depth. None when nothing below is worth
+    caching (only the input)."""
+    limit = len(backbone.layers) - layer_count
+    random_layers = [
+        index for index, layer in enumerate(backbone.layers) if type(layer).__name__ in _RANDOM_IN_TRAINING
+    ]
+    if random_layers:
+        limit = min(limit, random_layers[0])
+    below = [cut for cut in single_tensor_cuts(backbone) if cut <= limit]
+    return below[-1] if below and below[-1] > 1 else None
+
+
+def frozen_part(backbone: keras.Model, cut: int) -> keras.Model:
+    """The backbone's layers[:cut] as a model: what the frozen-feature cache holds."""
+    from keras import Model
+
+    output = backbone.outputs[0] if cut == len(backbone.layers) else _node_output(backbone.layers[cut - 1])
+    return Model(backbone.inputs[0], output, name=f"{backbone.name}_below_{cut}")
+
+
+def part_above_cut(classifier: keras.Model, cut: int) -> keras.Model:
+    """The classifier from the backbone's cut to the class probabilities, sharing its layers
+    (and so its weights and trainable flags): trained on cached frozen features."""
+    from keras import Input, Model
+
+    backbone = backbone_of(classifier)
+    if cut == len(backbone.layers):
+        inputs = Input(shape=backbone.outputs[0].shape[1:], name="features")
+        x = inputs
+    else:
+        tensor = _node_output(backbone.layers[cut - 1])
+        inputs = Input(shape=tensor.shape[1:], name=f"{backbone.layers[cut - 1].name}_output")
+        x = Model(tensor, backbone.outputs[0], name=f"{backbone.name}_above_{cut}")(inputs)
+    after_backbone = classifier.layers[classifier.layers.index(backbone) + 1 :]
+    for layer in after_backbone:  # the head is a chain: dropout, then the softmax layer
+        x = layer(x)
+    return Model(inputs, x, name=f"{classifier.name}_above_{cut}")
 
 
 def unfreeze_top_layers(

@@ -23,6 +23,10 @@ def _config_options(command):
         click.option("--backbone", type=click.Choice(BACKBONES), help="Pretrained backbone to fine-tune."),
         click.option("--weights", help="Backbone weights: 'imagenet' (keras.applications), 'pretrained' (demo), 'none' (random init) or a weights file PATH."),
         click.option("--image-size", type=int, help="Square input size in pixels [default: 28 for demo, 224 otherwise]."),
+        click.option("--unfreeze-unit", type=click.Choice(["layers", "blocks"]), help="What a depth counts: layers (base.layers[-n:]) or the architecture's own blocks [default: layers]."),
+        click.option("--augment/--no-augment", default=None, help="Random rotations, shifts and zooms of training images (turns the feature cache off) [default: off]."),
+        click.option("--feature-cache/--no-feature-cache", default=None, help="Train each depth's top on frozen-layer outputs computed once per cut point [default: on]."),
+        click.option("--feature-cache-memory-mb", type=int, help="Frozen-feature caches larger than this go to disk under --cache-dir; 0 always [default: 2048]."),
         click.option("--epochs-head", type=int, help="Epochs training the head with the backbone frozen [default: 5]."),
         click.option("--epochs-finetune", type=int, help="Epochs fine-tuning after unfreezing [default: 5]."),
         click.option("--batch-size", type=int, help="Batch size [default: 32]."),
@@ -101,7 +105,7 @@ def _interrupts_end_runs_killed():
 
 
 @main.command()
-@click.option("--unfreeze", help="Depths to sweep, e.g. 0,2,4,all: the top n backbone layers are made trainable [default: 0,2,4,all].")
+@click.option("--unfreeze", help="Depths to sweep, e.g. 0,2,4,all: the top n backbone layers (or blocks, with --unfreeze-unit blocks) are made trainable [default: 0,2,4,all].")
 @click.option("--restart", is_flag=True, help="Start a fresh sweep instead of resuming an interrupted identical one.")
 @_config_options
 def sweep(config_file: str | None, unfreeze: str | None, restart: bool, **options) -> None:
@@ -136,7 +140,7 @@ def sweep(config_file: str | None, unfreeze: str | None, restart: bool, **option
 
 
 @main.command()
-@click.option("--unfreeze", required=True, help="The one depth to train: a number of top backbone layers, or 'all'.")
+@click.option("--unfreeze", required=True, help="The one depth to train: a number of top backbone layers (or blocks), or 'all'.")
 @_config_options
 def run(config_file: str | None, unfreeze: str, **options) -> None:
     """Train and track a single unfreeze depth as one MLflow run.

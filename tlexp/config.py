@@ -19,6 +19,7 @@ from tlexp.errors import ConfigError
 BACKBONES = ("demo", "mobilenet_v2", "efficientnet_b0", "resnet50")
 THRESHOLD_RULES = ("max_f1", "min_recall", "min_precision")
 CLASS_WEIGHTS = ("none", "balanced")
+UNFREEZE_UNITS = ("layers", "blocks")
 ALL_LAYERS = "all"
 Depth = Union[int, str]  # a layer count, or ALL_LAYERS
 
@@ -31,6 +32,14 @@ class SweepConfig:
     weights: str | None = None
     image_size: int | None = None
     unfreeze: tuple[Depth, ...] = (0, 2, 4, ALL_LAYERS)
+    # What a depth counts: single layers (base.layers[-n:]) or the architecture's own blocks.
+    unfreeze_unit: str = "layers"
+    # Random rotations, shifts and zooms of the training images; turns the feature cache off.
+    augment: bool = False
+    # Train each depth's trainable top on the frozen layers' output, computed once per cut point;
+    # beyond the memory budget (0: always) the cache lives on disk under cache_dir.
+    feature_cache: bool = True
+    feature_cache_memory_mb: int = 2048
     epochs_head: int = 5
     epochs_finetune: int = 5
     batch_size: int = 32
@@ -114,7 +123,12 @@ def _validate(config: SweepConfig) -> None:
             "expected less than 1 so that some images are left to train on"
         )
     _require_number(config, "overfit_threshold", low=0.0, high=1.0, allow_low=True)
-    for key in ("mixed_precision", "allow_overlap"):
+    if config.unfreeze_unit not in UNFREEZE_UNITS:
+        raise ConfigError(
+            f"unknown unfreeze_unit {config.unfreeze_unit!r}; expected one of {', '.join(UNFREEZE_UNITS)}"
+        )
+    _require_int(config, "feature_cache_memory_mb", minimum=0)
+    for key in ("mixed_precision", "allow_overlap", "augment", "feature_cache"):
         if not isinstance(getattr(config, key), bool):
             raise ConfigError(f"{key} must be true or false, got {getattr(config, key)!r}")
     if not isinstance(config.experiment, str) or not config.experiment.strip():

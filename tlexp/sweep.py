@@ -31,9 +31,10 @@ from tlexp.data import (
     split_overlaps,
 )
 from tlexp.errors import ConfigError, DataError, TrialError, first_line
+from tlexp.features import FeatureCache
 from tlexp.metrics import assess, confusion_matrix_figure, positive_index, precision_recall_figure
 from tlexp.plots import depth_summary_figure, training_curves_figure
-from tlexp.pretrain import BackboneWeights, resolve_backbone_weights
+from tlexp.pretrain import BackboneWeights, cache_dir, resolve_backbone_weights
 from tlexp.tracking import RunRecord, Tracker
 from tlexp.train import (
     PhaseSettings,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 # Per-epoch curves are logged under this prefix so they never collide with the final metrics.
 CURVE_PREFIX = "epoch_"
-INPUT_EXAMPLE_SIZE = 2
+SIGNATURE_EXAMPLE_SIZE = 2
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class _Prepared:
     leak: str | None  # a description of images shared between splits, when allowed
     class_weight: dict[int, float] | None
     data_digest: str  # of all three splits: part of what makes two sweeps the same
+    cache: FeatureCache | None  # None when the feature cache is off
+    cache_off_reason: str | None
 
 
 def _noop(_: str) -> None:
@@ -148,6 +151,8 @@ def run_sweep(config: SweepConfig, *, progress: Progress = _noop, restart: bool 
         except KeyboardInterrupt as interrupt:
             interrupt.partial_results = tuple(results)
             raise
+        finally:
+            _release_cache(prepared)
         best = best_result(results)
         _log_sweep_summary(tracker, results, best, config.overfit_threshold)
     return SweepResult(sweep_id, tracker.tracking_uri, tracker.experiment_id, tuple(results), best)
@@ -240,8 +245,11 @@ def run_single(config: SweepConfig, depth: Depth, *, progress: Progress = _noop)
     """Train and track one depth as a top-level MLflow run (no sweep parent)."""
     config = config.with_overrides(unfreeze=(depth,))
     prepared = _prepare(config, progress)
-    head_history = _train_head(prepared, progress)
-    result = _run_depth(prepared, head_history, depth, sweep_id=None, nested=False)
+    try:
+        head_history = _train_head(prepared, progress)
+        result = _run_depth(prepared, head_history, depth, sweep_id=None, nested=False)
+    finally:
+        _release_cache(prepared)
     progress(_describe(result))
     return result
 
@@ -259,14 +267,28 @@ def _prepare(config: SweepConfig, progress: Progress) -> _Prepared:
     seed_everything(config.seed)
     base = bb.build_backbone(spec, weights.path)
     # Every depth is checked against the backbone before any training starts.
-    layer_counts = {depth: bb.resolve_depth(depth, base) for depth in config.unfreeze}
-    head_model = bb.build_classifier(base, len(dataset.class_names), dropout=config.dropout)
+    layer_counts = {depth: bb.resolve_depth(depth, base, config.unfreeze_unit) for depth in config.unfreeze}
+    head_model = bb.build_classifier(
+        base, len(dataset.class_names), dropout=config.dropout, augment=config.augment
+    )
+    train, val = _preprocessed(spec, dataset.train), _preprocessed(spec, dataset.val)
+    cache_off_reason = _cache_off_reason(config)
+    cache = None
+    if cache_off_reason is None:
+        cache = FeatureCache(
+            base,
+            train,
+            val,
+            batch_size=config.batch_size,
+            memory_bytes=config.feature_cache_memory_mb << 20,
+            spill_dir=cache_dir(config) / "features",
+        )
     return _Prepared(
         config=config,
         tracker=tracker,
         dataset=dataset,
-        train=_preprocessed(spec, dataset.train),
-        val=_preprocessed(spec, dataset.val),
+        train=train,
+        val=val,
         weights=weights,
         layer_counts=layer_counts,
         head_model=head_model,
@@ -276,7 +298,22 @@ def _prepare(config: SweepConfig, progress: Progress) -> _Prepared:
         data_digest=hashlib.sha256(
             "".join(split_digest(s) for s in (dataset.train, dataset.val, dataset.test)).encode()
         ).hexdigest()[:32],
+        cache=cache,
+        cache_off_reason=cache_off_reason,
     )
+
+
+def _release_cache(prepared: _Prepared) -> None:
+    if prepared.cache is not None:
+        prepared.cache.clear()
+
+
+def _cache_off_reason(config: SweepConfig) -> str | None:
+    if config.augment:
+        return "off: augmentation is on, so the frozen layers see new inputs every epoch"
+    if not config.feature_cache:
+        return "off: feature_cache is false"
+    return None
 
 
 def _check_task_settings(config: SweepConfig, dataset: Dataset) -> None:
@@ -322,11 +359,28 @@ def _train_head(prepared: _Prepared, progress: Progress) -> dict[str, list[float
     """The frozen-backbone phase, shared by every depth of the sweep."""
     config = prepared.config
     bb.unfreeze_top_layers(prepared.head_model, 0)
+    model, train, val, cache_note = _trainable_part(prepared, prepared.head_model, layer_count=0)
     progress(
         f"training the head on {len(prepared.train)} images, backbone frozen "
-        f"({config.epochs_head} epochs, {prepared.device})"
+        f"({config.epochs_head} epochs, {prepared.device}; feature cache {cache_note})"
     )
-    return fit_phase(prepared.head_model, prepared.train, prepared.val, _phase_settings(prepared, "head"))
+    return fit_phase(model, train, val, _phase_settings(prepared, "head"))
+
+
+def _trainable_part(
+    prepared: _Prepared, classifier: keras.Model, *, layer_count: int
+) -> tuple[keras.Model, Split, Split, str]:
+    """What a phase fits: with the cache, the classifier above the highest cut below its trainable
+    layers, on the cached output of the layers below; otherwise the whole classifier on images.
+    Both share the classifier's layers, so training either trains the classifier. The last item
+    says which it is (the tlexp.feature_cache tag)."""
+    if prepared.cache is None:
+        return classifier, prepared.train, prepared.val, prepared.cache_off_reason or ""
+    cut = bb.cache_cut(bb.backbone_of(classifier), layer_count)
+    if cut is None:
+        return classifier, prepared.train, prepared.val, "off: every backbone layer trains"
+    cached = prepared.cache.at(cut)
+    return bb.part_above_cut(classifier, cut), cached.train, cached.val, cached.describe()
 
 
 def _run_depth(
@@ -354,7 +408,9 @@ def _run_depth(
     try:
         with tracker.run(f"unfreeze-{depth}", nested=nested, tags=tags) as run_id:
             tracker.set_tags({"tlexp.sweep_id": sweep_id or run_id})
-            tracker.log_params({**_shared_params(prepared), "unfreeze_layers": depth})
+            tracker.log_params(
+                {**_shared_params(prepared), "unfreeze_layers": depth, "unfreeze_layer_count": layer_count}
+            )
             tracker.log_metrics(
                 {
                     "trainable_layers": trainable_layers,
@@ -396,10 +452,14 @@ def _train_and_log(
         tracker.log_split(split.x, split.y, name=f"{dataset.name}-{context}", digest=split_digest(split), context=context)
     head_epochs = len(head_history.get("loss", []))
     tracker.log_history(head_history, prefix=CURVE_PREFIX, first_step=0)
+    trainable, train, val, cache_note = _trainable_part(
+        prepared, model, layer_count=prepared.layer_counts[depth]
+    )
+    tracker.set_tags({"tlexp.feature_cache": cache_note})
     finetune_history = fit_phase(
-        model,
-        prepared.train,
-        prepared.val,
+        trainable,
+        train,
+        val,
         _phase_settings(prepared, "finetune"),
         initial_epoch=head_epochs,
         on_epoch_end=lambda epoch, logs: tracker.log_metrics(
@@ -429,7 +489,11 @@ def _train_and_log(
         ),
         "training_curves.png",
     )
-    model_uri = tracker.log_keras_model(model, input_example=prepared.val.x[:INPUT_EXAMPLE_SIZE])
+    model_uri = tracker.log_keras_model(
+        model,
+        example_input=prepared.val.x[:SIGNATURE_EXAMPLE_SIZE],
+        example_output=val_probabilities[:SIGNATURE_EXAMPLE_SIZE].astype("float32"),
+    )
     return DepthResult(
         depth=depth,
         run_id=run_id,
@@ -513,6 +577,9 @@ def _shared_params(prepared: _Prepared) -> dict[str, object]:
         "verdict_min_recall": config.verdict_min_recall,
         "verdict_max_f1_shortfall": config.verdict_max_f1_shortfall,
         "mixed_precision": config.mixed_precision and prepared.device != "CPU",
+        "unfreeze_unit": config.unfreeze_unit,
+        "augment": config.augment,
+        "feature_cache": prepared.cache is not None,
     }
 
 

@@ -38,6 +38,8 @@ def configure_device(*, mixed_precision: bool) -> str:
     # Progress bars would interleave with tlexp's own progress lines (MLflow predicts when it
     # validates a logged model's input example).
     keras.config.disable_interactive_logging()
+    # Each depth builds new models, and TensorFlow warns about every retrace that causes.
+    tf.get_logger().setLevel("ERROR")
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return "CPU"
@@ -90,11 +92,18 @@ def fit_phase(
         )
     if on_epoch_end is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
+    if isinstance(train.x, np.memmap):
+        train_data = _file_batches(train, settings.batch_size, seed=settings.seed + initial_epoch, shuffle=True)
+        fit_inputs = {"x": train_data, "validation_data": _file_batches(val, settings.batch_size)}
+    else:
+        fit_inputs = {
+            "x": train.x,
+            "y": train.y,
+            "validation_data": (val.x, val.y),
+            "batch_size": settings.batch_size,
+        }
     history = model.fit(
-        train.x,
-        train.y,
-        validation_data=(val.x, val.y),
-        batch_size=settings.batch_size,
+        **fit_inputs,
         epochs=initial_epoch + settings.epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
@@ -108,6 +117,32 @@ def fit_phase(
             "expected a finite loss (try a lower learning rate)"
         )
     return history.history
+
+
+def _file_batches(split: Split, batch_size: int, *, seed: int = 0, shuffle: bool = False):
+    """Batches of an array that lives in a file (a cache too large for memory), read one batch at
+    a time; Keras' array adapter would load all of it. Shuffled per epoch when training."""
+    import keras
+
+    class FileBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self._rng = np.random.default_rng(seed)
+            self._order = self._rng.permutation(len(split)) if shuffle else np.arange(len(split))
+
+        def __len__(self) -> int:
+            return -(-len(split) // batch_size)
+
+        def __getitem__(self, index: int):
+            # Sorted indices read a memory-mapped file front to back.
+            rows = np.sort(self._order[index * batch_size : (index + 1) * batch_size])
+            return np.asarray(split.x[rows]), split.y[rows]
+
+        def on_epoch_end(self) -> None:
+            if shuffle:
+                self._order = self._rng.permutation(len(split))
+
+    return FileBatches()
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
