@@ -10,15 +10,16 @@ its whole schema (confusion matrices, intervals, plots, model).
 
 Printed: each side's wall time and best val macro-F1, the ratio, the share of tlexp's sweep time
 spent in TensorFlow (fitting, predicting, computing the cache) against everything else, and, with
---memory, the peak memory of a 3-depth and a 12-depth sweep, each in a fresh process.
+--memory (instead), the peak memory of a 3-depth and a 12-depth sweep, each in a fresh process.
 
-    .venv/bin/python benchmarks/sweep_speed.py [--config experiments/demo.yaml] [--memory]
+    .venv/bin/python benchmarks/sweep_speed.py [--config experiments/demo.yaml]
+    .venv/bin/python benchmarks/sweep_speed.py --backbone mobilenet_v2 --image-size 64 --unfreeze 0,10,30,all
+    .venv/bin/python benchmarks/sweep_speed.py --memory
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import resource
@@ -74,9 +75,11 @@ class Stopwatch:
         setattr(owner, name, timed)
 
 
-def naive_sweep(config: SweepConfig, uri: str) -> float:
+def naive_sweep(config: SweepConfig, uri: str, *, pipeline: str) -> float:
     """The Keras transfer-learning guide's recipe once per depth, tracked by mlflow's Keras
-    callback; returns the best val macro-F1."""
+    callback; returns the best val macro-F1. `pipeline` "arrays" feeds fit() the NumPy arrays, as
+    most users of small array data do; "tf.data" batches them in a tf.data pipeline first, as the
+    guide does with its image datasets."""
     import keras
     import mlflow
     import tensorflow as tf
@@ -87,8 +90,15 @@ def naive_sweep(config: SweepConfig, uri: str) -> float:
     dataset = load_configured_dataset(config, ImageFormat(spec.image_size, spec.channels))
     weights = resolve_backbone_weights(config, spec, Tracker(uri, "naive"), lambda _: None)
     x_train, x_val = bb.preprocess(spec, dataset.train.x), bb.preprocess(spec, dataset.val.x)
+    if pipeline == "tf.data":
+        train_data = tf.data.Dataset.from_tensor_slices((x_train, dataset.train.y))
+        train_data = train_data.shuffle(len(x_train), seed=config.seed).batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+        val_data = tf.data.Dataset.from_tensor_slices((x_val, dataset.val.y)).batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+        data = {"x": train_data, "validation_data": val_data}
+    else:
+        data = {"x": x_train, "y": dataset.train.y, "batch_size": config.batch_size, "validation_data": (x_val, dataset.val.y)}
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("naive")
+    mlflow.set_experiment(f"naive-{pipeline}")
     best = 0.0
     for depth in config.unfreeze:
         keras.utils.set_random_seed(config.seed)
@@ -101,17 +111,16 @@ def naive_sweep(config: SweepConfig, uri: str) -> float:
         model = keras.Model(inputs, outputs)
         with mlflow.start_run(run_name=f"naive-unfreeze-{depth}"):
             mlflow.log_params({"unfreeze_layers": depth, "epochs_head": config.epochs_head})
-            fit = {"batch_size": config.batch_size, "validation_data": (x_val, dataset.val.y), "verbose": 0}
-            model.compile(keras.optimizers.Adam(config.learning_rate_head), "sparse_categorical_crossentropy", ["accuracy"])
-            model.fit(x_train, dataset.train.y, epochs=config.epochs_head, callbacks=[mlflow.keras.MlflowCallback()], **fit)
+            model.compile(keras.optimizers.Adam(config.learning_rate_head), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            model.fit(**data, epochs=config.epochs_head, callbacks=[mlflow.keras.MlflowCallback()], verbose=0)
             base.trainable = True
             count = len(base.layers) if depth == ALL_LAYERS else depth
             for layer in base.layers[: len(base.layers) - count]:
                 layer.trainable = False
-            model.compile(keras.optimizers.Adam(config.learning_rate_finetune), "sparse_categorical_crossentropy", ["accuracy"])
+            model.compile(keras.optimizers.Adam(config.learning_rate_finetune), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             model.fit(
-                x_train, dataset.train.y, epochs=config.epochs_head + config.epochs_finetune,
-                initial_epoch=config.epochs_head, callbacks=[mlflow.keras.MlflowCallback()], **fit,
+                **data, epochs=config.epochs_head + config.epochs_finetune, initial_epoch=config.epochs_head,
+                callbacks=[mlflow.keras.MlflowCallback()], verbose=0,
             )
             val_f1 = f1_score(dataset.val.y, model.predict(x_val, verbose=0).argmax(axis=1), average="macro")
             mlflow.log_metric("val_f1_macro", val_f1)
@@ -127,7 +136,7 @@ def naive_sweep(config: SweepConfig, uri: str) -> float:
 def tlexp_sweep(config: SweepConfig) -> tuple[float, Stopwatch]:
     watch = Stopwatch()
     watch.wrap(sweep, "fit_phase", "fit")
-    watch.wrap(sweep, "predict_probabilities", "predict")
+    watch.wrap(sweep, "predict_probabilities_of_each", "predict")
     watch.wrap(features.FeatureCache, "_features", "cache")
     watch.wrap(sweep.Tracker, "log_keras_model", "model logging")
     watch.wrap(sweep.Tracker, "log_figure", "plots")
@@ -137,30 +146,57 @@ def tlexp_sweep(config: SweepConfig) -> tuple[float, Stopwatch]:
     return result.best.val_f1_macro, watch
 
 
-def speed(config_path: str) -> None:
+def speed(config_path: str, overrides: dict[str, object]) -> None:
+    import tensorflow  # noqa: F401  (imported, and the data parsed, before either side is timed)
+
     with tempfile.TemporaryDirectory() as folder:
         config = load_config(config_path, tracking_uri=f"sqlite:///{folder}/tlexp.db")
-        # The demo backbone's pretraining is cached before either side is timed.
+        if overrides:
+            config = config.with_overrides(**overrides)
+        if config.backbone != "demo":
+            # Random weights saved to a file stand in for ImageNet's: offline, and frozen BatchNorm
+            # as with any pretrained file.
+            spec = bb.backbone_spec(config.backbone, config.image_size)
+            weights = f"{folder}/{config.backbone}.weights.h5"
+            bb.build_backbone(spec, None).save_weights(weights)
+            config = config.with_overrides(weights=weights)
         spec = bb.backbone_spec(config.backbone, config.image_size)
+        # The demo backbone's pretraining is cached, and the stores created, before any timing.
         resolve_backbone_weights(config, spec, Tracker(f"sqlite:///{folder}/warmup.db", "warmup"), print)
-        print(f"data {config.data}, depths {','.join(map(str, config.unfreeze))}, epochs {config.epochs_head}+{config.epochs_finetune}, seed {config.seed}")
+        load_configured_dataset(config, ImageFormat(spec.image_size, spec.channels))
+        stores = {side: f"sqlite:///{folder}/{side}.db" for side in ("arrays", "tf.data")}
+        for uri in (*stores.values(), config.tracking_uri):
+            Tracker(uri, "warmup")
+        print(f"data {config.data}, backbone {config.backbone} at {spec.image_size}px, depths {','.join(map(str, config.unfreeze))}, epochs {config.epochs_head}+{config.epochs_finetune}, seed {config.seed}")
 
-        started = time.perf_counter()
-        naive_f1 = naive_sweep(config, f"sqlite:///{folder}/naive.db")
-        naive_seconds = time.perf_counter() - started
+        naive = {}
+        for pipeline, uri in stores.items():
+            started = time.perf_counter()
+            best_f1 = naive_sweep(config, uri, pipeline=pipeline)
+            naive[pipeline] = (time.perf_counter() - started, best_f1)
 
         started = time.perf_counter()
         tlexp_f1, watch = tlexp_sweep(config)
         tlexp_seconds = time.perf_counter() - started
+        spent = dict(watch.seconds)  # the sweep's alone, before the deepest run adds to it
 
-    print(f"naive Keras + MLflow loop: {naive_seconds:6.1f}s  best val_f1_macro {naive_f1:.3f}")
-    print(f"tlexp sweep:               {tlexp_seconds:6.1f}s  best val_f1_macro {tlexp_f1:.3f}")
-    print(f"speed-up: {naive_seconds / tlexp_seconds:.2f}x   best val F1 difference: {tlexp_f1 - naive_f1:+.3f}")
-    compute = sum(watch.seconds[label] for label in ("fit", "predict", "cache"))
-    print(f"tlexp time in TensorFlow compute (fit, predict, feature cache): {compute:.1f}s = {compute / tlexp_seconds:.0%}")
+        # The sweep's single most expensive run: its deepest depth alone, head phase included.
+        deepest = max(config.unfreeze, key=lambda depth: float("inf") if depth == ALL_LAYERS else depth)
+        started = time.perf_counter()
+        sweep.run_single(config.with_overrides(experiment="deepest-alone"), deepest)
+        deepest_seconds = time.perf_counter() - started
+
+    for pipeline, (seconds, best_f1) in naive.items():
+        print(f"naive Keras + MLflow loop, {pipeline:<8} {seconds:6.1f}s  best val_f1_macro {best_f1:.3f}")
+    print(f"tlexp sweep:                       {tlexp_seconds:6.1f}s  best val_f1_macro {tlexp_f1:.3f}")
+    for pipeline, (seconds, best_f1) in naive.items():
+        print(f"speed-up over the {pipeline} loop: {seconds / tlexp_seconds:.2f}x   best val F1 difference: {tlexp_f1 - best_f1:+.3f}")
+    print(f"tlexp sweep / its deepest run (unfreeze={deepest}) alone: {tlexp_seconds:.1f}s / {deepest_seconds:.1f}s = {tlexp_seconds / deepest_seconds:.2f}")
+    compute = sum(spent.get(label, 0.0) for label in ("fit", "predict", "cache"))
+    print(f"tlexp sweep time in TensorFlow compute (fit, predict, feature cache): {compute:.1f}s = {compute / tlexp_seconds:.0%}")
     for label in ("fit", "predict", "cache", "model logging", "plots"):
-        print(f"  {label:<14} {watch.seconds[label]:6.1f}s  {watch.seconds[label] / tlexp_seconds:5.1%}")
-    other = tlexp_seconds - compute - watch.seconds["model logging"] - watch.seconds["plots"]
+        print(f"  {label:<14} {spent.get(label, 0.0):6.1f}s  {spent.get(label, 0.0) / tlexp_seconds:5.1%}")
+    other = tlexp_seconds - compute - spent.get("model logging", 0.0) - spent.get("plots", 0.0)
     print(f"  {'other':<14} {other:6.1f}s  {other / tlexp_seconds:5.1%}  (data, metrics, MLflow calls, model building)")
 
 
@@ -195,17 +231,23 @@ def memory() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="the sweep config both sides run")
-    parser.add_argument("--memory", action="store_true", help="also compare peak memory of 3 and 12 depths")
+    parser.add_argument("--backbone", help="another backbone than the config's, e.g. mobilenet_v2 (local random weights)")
+    parser.add_argument("--image-size", type=int, help="with --backbone: its input size")
+    parser.add_argument("--unfreeze", help="other depths than the config's, e.g. 0,10,30,all")
+    parser.add_argument("--memory", action="store_true", help="compare the peak memory of 3 and 12 depths instead")
     parser.add_argument("--peak-memory-of", type=int, choices=sorted(MEMORY_DEPTHS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    with contextlib.redirect_stderr(open(os.devnull, "w")) if args.peak_memory_of else contextlib.nullcontext():
-        if args.peak_memory_of:
-            peak_memory_of_sweep(args.peak_memory_of)
-            return
-    speed(args.config)
+    if args.peak_memory_of:
+        peak_memory_of_sweep(args.peak_memory_of)
+        return
     if args.memory:
         memory()
+        return
+    overrides = {"backbone": args.backbone, "image_size": args.image_size, "unfreeze": args.unfreeze}
+    if args.backbone not in (None, "demo"):
+        overrides["weights"] = "none"  # replaced by a local weights file in speed()
+    speed(args.config, {key: value for key, value in overrides.items() if value is not None})
 
 
 if __name__ == "__main__":

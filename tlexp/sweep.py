@@ -40,7 +40,8 @@ from tlexp.train import (
     PhaseSettings,
     configure_device,
     fit_phase,
-    predict_probabilities,
+    predict_probabilities_of_each,
+    releasing_training_graphs,
     seed_everything,
 )
 
@@ -144,7 +145,8 @@ def run_sweep(config: SweepConfig, *, progress: Progress = _noop, restart: bool 
                     line = f"unfreeze={depth}: already FINISHED in run {result.run_id}; skipped"
                 else:
                     head_history = head_history if head_history is not None else _train_head(prepared, progress)
-                    result = _run_depth(prepared, head_history, depth, sweep_id=sweep_id, nested=True)
+                    with releasing_training_graphs():  # keeps memory flat however many depths
+                        result = _run_depth(prepared, head_history, depth, sweep_id=sweep_id, nested=True)
                     line = _describe(result)
                 results.append(result)
                 progress(f"[{index}/{len(config.unfreeze)}] {line}")
@@ -466,8 +468,9 @@ def _train_and_log(
             {f"{CURVE_PREFIX}{name}": value for name, value in logs.items()}, step=epoch
         ),
     )
-    train_probabilities = predict_probabilities(model, prepared.train.x, batch_size=config.batch_size)
-    val_probabilities = predict_probabilities(model, prepared.val.x, batch_size=config.batch_size)
+    train_probabilities, val_probabilities = predict_probabilities_of_each(
+        model, (prepared.train.x, prepared.val.x), batch_size=config.batch_size
+    )
     assessment = assess(
         prepared.train.y, train_probabilities, prepared.val.y, val_probabilities, dataset.class_names, config
     )

@@ -5,8 +5,10 @@ Keras is imported inside functions so that importing tlexp stays instant.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -54,6 +56,37 @@ def configure_device(*, mixed_precision: bool) -> str:
     return f"GPU:0 ({name})" + (", mixed_float16" if mixed_precision else "")
 
 
+@contextlib.contextmanager
+def releasing_training_graphs() -> Iterator[None]:
+    """Free what TensorFlow keeps of the models trained inside, once they are gone.
+
+    Keras all-reduces gradients through tf.distribute's default replica context in every train
+    step it traces, and that registers a custom gradient in TensorFlow's global gradient registry,
+    never removed: each traced train step, with its whole graph, stays in memory for the life of
+    the process (keras-team/keras#20245, tensorflow#61791). A sweep traces new train steps for
+    every depth, so its memory would grow with the number of depths. The registrations are only
+    used while a step is traced; the ones made inside are dropped on the way out.
+    """
+    registry = _gradient_registry()
+    before = set(registry)
+    try:
+        yield
+    finally:
+        for name in set(registry) - before:
+            if name.startswith("CustomGradient-"):
+                del registry[name]
+        gc.collect()  # Keras models are reference cycles: free their graphs now, not later
+
+
+def _gradient_registry() -> dict:
+    try:
+        from tensorflow.python.framework import ops
+
+        return ops._gradient_registry._registry
+    except (ImportError, AttributeError):  # another TensorFlow layout: nothing to release
+        return {}
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic."""
     import keras
@@ -94,16 +127,13 @@ def fit_phase(
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
     if isinstance(train.x, np.memmap):
         train_data = _file_batches(train, settings.batch_size, seed=settings.seed + initial_epoch, shuffle=True)
-        fit_inputs = {"x": train_data, "validation_data": _file_batches(val, settings.batch_size)}
+        val_data = _file_batches(val, settings.batch_size)
     else:
-        fit_inputs = {
-            "x": train.x,
-            "y": train.y,
-            "validation_data": (val.x, val.y),
-            "batch_size": settings.batch_size,
-        }
+        train_data = _batches(train.x, train.y, settings.batch_size, shuffle_seed=settings.seed + initial_epoch)
+        val_data = _batches(val.x, val.y, settings.batch_size)
     history = model.fit(
-        **fit_inputs,
+        train_data,
+        validation_data=val_data,
         epochs=initial_epoch + settings.epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
@@ -117,6 +147,20 @@ def fit_phase(
             "expected a finite loss (try a lower learning rate)"
         )
     return history.history
+
+
+def _batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle_seed: int | None = None):
+    """A tf.data pipeline over in-memory arrays, reshuffled each epoch when a seed is given.
+
+    Keras turns NumPy arrays into a new tf.data pipeline, and new iterators, in every epoch and
+    every validation pass; on small data that overhead is most of an epoch's time.
+    """
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
+    if shuffle_seed is not None:
+        data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _file_batches(split: Split, batch_size: int, *, seed: int = 0, shuffle: bool = False):
@@ -147,6 +191,18 @@ def _file_batches(split: Split, batch_size: int, *, seed: int = 0, shuffle: bool
 
 def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
     """Class probabilities in inference mode (dropout off, BatchNorm on its moving statistics)."""
-    probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float64")
+    return predict_probabilities_of_each(model, (x,), batch_size=batch_size)[0]
+
+
+def predict_probabilities_of_each(
+    model: keras.Model, arrays: tuple[np.ndarray, ...], *, batch_size: int
+) -> list[np.ndarray]:
+    """`predict_probabilities` of several arrays in one predict call (one trace of the predict
+    function instead of one per array), split back into one result per array."""
+    from functools import reduce
+
+    pipeline = reduce(lambda joined, data: joined.concatenate(data), (_batches(x, None, batch_size) for x in arrays))
+    probabilities = np.asarray(model.predict(pipeline, verbose=0), dtype="float64")
     # float32 softmax rows sum to 1 only up to rounding; scikit-learn's log_loss checks the sum.
-    return probabilities / probabilities.sum(axis=1, keepdims=True)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    return np.split(probabilities, np.cumsum([len(x) for x in arrays])[:-1])
