@@ -153,6 +153,13 @@ def speed(config_path: str, overrides: dict[str, object]) -> None:
         config = load_config(config_path, tracking_uri=f"sqlite:///{folder}/tlexp.db")
         if overrides:
             config = config.with_overrides(**overrides)
+        unmatched = {
+            key: getattr(config, key)
+            for key, plain in (("unfreeze_unit", "layers"), ("class_weight", "none"), ("early_stopping_patience", None), ("augment", False))
+            if getattr(config, key) != plain
+        }
+        if unmatched:  # the naive loop counts layers and has no class weights, early stopping or augmentation
+            raise SystemExit(f"the naive reference does not replicate {unmatched}; use a config without them")
         if config.backbone != "demo":
             # Random weights saved to a file stand in for ImageNet's: offline, and frozen BatchNorm
             # as with any pretrained file.

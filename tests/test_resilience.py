@@ -112,3 +112,26 @@ def test_restart_starts_a_fresh_sweep_where_a_plain_run_would_resume(tiny_config
     fresh = run_sweep(config, restart=True)
     assert fresh.sweep_id != killed[0].info.run_id
     assert [r.status for r in fresh.results] == ["FINISHED", "FINISHED"]
+
+
+def test_an_error_after_a_signal_ends_the_runs_killed_not_failed(tiny_config, client):
+    """TensorFlow can turn an interrupt raised inside its tensor conversion into a TypeError; once
+    a signal was received, any error in a depth stops the sweep as an interrupt."""
+    import pytest
+
+    from tlexp.errors import Interrupted, forget_received_interrupt, interrupt_on_signal
+    from tlexp.sweep import run_sweep
+
+    with pytest.raises(Interrupted):
+        interrupt_on_signal(signal.SIGTERM)  # as the CLI's handler does on SIGTERM
+    try:
+        # A learning rate near float32 max makes this depth fail with an ordinary error.
+        config = tiny_config(unfreeze=("all", 0), learning_rate_finetune=1e38, epochs_finetune=3)
+        with pytest.raises(KeyboardInterrupt) as raised:
+            run_sweep(config)
+    finally:
+        forget_received_interrupt()
+    assert raised.value.exit_code == 143 and raised.value.partial_results == ()
+    experiment = client.get_experiment_by_name("test")
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("tlexp.kind") in ("sweep", "depth")]
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]  # the sweep and its first depth

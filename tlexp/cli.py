@@ -10,8 +10,8 @@ import time
 
 import click
 
-from tlexp.config import BACKBONES, SweepConfig, load_config, parse_depths
-from tlexp.errors import Interrupted, TlexpError
+from tlexp.config import BACKBONES, UNFREEZE_UNITS, SweepConfig, load_config, parse_depths
+from tlexp.errors import TlexpError, forget_received_interrupt, interrupt_on_signal, received_interrupt
 
 
 def _config_options(command):
@@ -23,7 +23,7 @@ def _config_options(command):
         click.option("--backbone", type=click.Choice(BACKBONES), help="Pretrained backbone to fine-tune."),
         click.option("--weights", help="Backbone weights: 'imagenet' (keras.applications), 'pretrained' (demo), 'none' (random init) or a weights file PATH."),
         click.option("--image-size", type=int, help="Square input size in pixels [default: 28 for demo, 224 otherwise]."),
-        click.option("--unfreeze-unit", type=click.Choice(["layers", "blocks"]), help="What a depth counts: layers (base.layers[-n:]) or the architecture's own blocks [default: layers]."),
+        click.option("--unfreeze-unit", type=click.Choice(UNFREEZE_UNITS), help="What a depth counts: layers (base.layers[-n:]) or the architecture's own blocks [default: layers]."),
         click.option("--augment/--no-augment", default=None, help="Random rotations, shifts and zooms of training images (turns the feature cache off) [default: off]."),
         click.option("--feature-cache/--no-feature-cache", default=None, help="Train each depth's top on frozen-layer outputs computed once per cut point [default: on]."),
         click.option("--feature-cache-memory-mb", type=int, help="Frozen-feature caches larger than this go to disk under --cache-dir; 0 always [default: 2048]."),
@@ -84,14 +84,16 @@ def main() -> None:
 
 @contextlib.contextmanager
 def _interrupts_end_runs_killed():
-    """SIGTERM becomes an interrupt like Ctrl+C: runs end KILLED, the exit code is 128 + signal."""
-
-    def on_signal(signal_number, _frame):
-        raise Interrupted(signal_number)
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    """Ctrl+C and SIGTERM interrupt: runs end KILLED, the exit code is 128 + signal."""
+    previous = {number: signal.signal(number, interrupt_on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        try:
+            yield
+        except Exception as error:
+            interrupt = received_interrupt()
+            if interrupt is None:
+                raise
+            raise interrupt from error  # an interrupt that TensorFlow turned into another error
     except KeyboardInterrupt as interrupt:
         partial = getattr(interrupt, "partial_results", ())
         if partial:
@@ -101,7 +103,9 @@ def _interrupts_end_runs_killed():
         click.echo("Interrupted: the current runs are marked KILLED; run the same command again to resume.", err=True)
         raise SystemExit(getattr(interrupt, "exit_code", 130)) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        forget_received_interrupt()
 
 
 @main.command()

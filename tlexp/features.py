@@ -8,6 +8,7 @@ depths it has; a cache larger than the memory budget is written to a file and re
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,9 +19,12 @@ import numpy as np
 
 from tlexp import backbone as bb
 from tlexp.data import Split
+from tlexp.errors import CacheError, first_line
 
 if TYPE_CHECKING:
     import keras
+
+FLOAT32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,7 @@ class FeatureCache:
         self._val = val
         self._batch_size = batch_size
         self._memory_bytes = memory_bytes
-        self._spill_root = spill_dir
-        self._spill_dir: Path | None = None
+        self._spill_dir = spill_dir
         self._current: CachedSplits | None = None
 
     def at(self, cut: int) -> CachedSplits:
@@ -57,34 +60,53 @@ class FeatureCache:
             return self._current
         self.clear()
         frozen = bb.frozen_part(self._backbone, cut)
-        per_image = int(np.prod(frozen.output.shape[1:])) * 4
-        on_disk = per_image * (len(self._train) + len(self._val)) > self._memory_bytes
-        if on_disk:
-            self._spill_root.mkdir(parents=True, exist_ok=True)
-            self._spill_dir = Path(tempfile.mkdtemp(prefix="features-", dir=self._spill_root))
-        train, val = (
-            Split(self._features(frozen, split, on_disk, name), split.y, split.sources)
-            for split, name in ((self._train, "train"), (self._val, "val"))
-        )
+        per_image = int(np.prod(frozen.output.shape[1:])) * FLOAT32_BYTES
+        size = per_image * (len(self._train) + len(self._val))
+        on_disk = size > self._memory_bytes
+        folder = self._spill_folder(size) if on_disk else None
+        try:
+            train, val = (
+                Split(self._features(frozen, split, folder, name), split.y, split.sources)
+                for split, name in ((self._train, "train"), (self._val, "val"))
+            )
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         self._current = CachedSplits(cut, self._backbone.layers[cut - 1].name, train, val, on_disk)
         return self._current
 
-    def _features(self, frozen: keras.Model, split: Split, on_disk: bool, name: str) -> np.ndarray:
-        """The frozen layers' output in inference mode, batch by batch (into a file when on disk)."""
+    def _spill_folder(self, size: int) -> Path:
+        try:
+            self._spill_dir.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self._spill_dir).free
+        except OSError as error:
+            raise CacheError(
+                f"cannot write the frozen-feature cache under {str(self._spill_dir)!r}: {first_line(error)}; "
+                "expected a writable --cache-dir (or --no-feature-cache)"
+            ) from None
+        if size > free:
+            raise CacheError(
+                f"the frozen-feature cache needs {size / 2**20:.0f} MiB under {str(self._spill_dir)!r}, "
+                f"which has {free / 2**20:.0f} MiB free; expected a --cache-dir with room, a larger "
+                "--feature-cache-memory-mb, or --no-feature-cache"
+            )
+        return Path(tempfile.mkdtemp(prefix="features-", dir=self._spill_dir))
+
+    def _features(self, frozen: keras.Model, split: Split, folder: Path | None, name: str) -> np.ndarray:
+        """The frozen layers' output in inference mode, batch by batch (into a file in `folder`)."""
         shape = (len(split), *frozen.output.shape[1:])
-        if on_disk:
-            features = np.lib.format.open_memmap(self._spill_dir / f"{name}.npy", mode="w+", dtype="float32", shape=shape)
-        else:
+        if folder is None:
             features = np.empty(shape, dtype="float32")
+        else:
+            path = folder / f"{name}.npy"
+            features = np.lib.format.open_memmap(path, mode="w+", dtype="float32", shape=shape)
+            # The mapping keeps the unlinked file alive until the cache lets go of it, so no
+            # spill file outlives the process, however it ends.
+            os.unlink(path)
         for start in range(0, len(split), self._batch_size):
             batch = split.x[start : start + self._batch_size]
             features[start : start + len(batch)] = np.asarray(frozen.predict_on_batch(batch), dtype="float32")
-        if on_disk:
-            features.flush()
         return features
 
     def clear(self) -> None:
         self._current = None
-        if self._spill_dir is not None:
-            shutil.rmtree(self._spill_dir, ignore_errors=True)
-            self._spill_dir = None

@@ -30,7 +30,7 @@ from tlexp.data import (
     split_digest,
     split_overlaps,
 )
-from tlexp.errors import ConfigError, DataError, TrialError, first_line
+from tlexp.errors import ConfigError, DataError, TrialError, first_line, received_interrupt
 from tlexp.features import FeatureCache
 from tlexp.metrics import assess, confusion_matrix_figure, positive_index, precision_recall_figure
 from tlexp.plots import depth_summary_figure, training_curves_figure
@@ -361,16 +361,17 @@ def _train_head(prepared: _Prepared, progress: Progress) -> dict[str, list[float
     """The frozen-backbone phase, shared by every depth of the sweep."""
     config = prepared.config
     bb.unfreeze_top_layers(prepared.head_model, 0)
-    model, train, val, cache_note = _trainable_part(prepared, prepared.head_model, layer_count=0)
+    settings = _phase_settings(prepared, "head")
+    model, train, val, cache_note = _trainable_part(prepared, prepared.head_model, layer_count=0, settings=settings)
     progress(
         f"training the head on {len(prepared.train)} images, backbone frozen "
         f"({config.epochs_head} epochs, {prepared.device}; feature cache {cache_note})"
     )
-    return fit_phase(model, train, val, _phase_settings(prepared, "head"))
+    return fit_phase(model, train, val, settings)
 
 
 def _trainable_part(
-    prepared: _Prepared, classifier: keras.Model, *, layer_count: int
+    prepared: _Prepared, classifier: keras.Model, *, layer_count: int, settings: PhaseSettings
 ) -> tuple[keras.Model, Split, Split, str]:
     """What a phase fits: with the cache, the classifier above the highest cut below its trainable
     layers, on the cached output of the layers below; otherwise the whole classifier on images.
@@ -378,9 +379,12 @@ def _trainable_part(
     says which it is (the tlexp.feature_cache tag)."""
     if prepared.cache is None:
         return classifier, prepared.train, prepared.val, prepared.cache_off_reason or ""
+    if settings.epochs == 0:
+        return classifier, prepared.train, prepared.val, "off: no epochs in this phase"
     cut = bb.cache_cut(bb.backbone_of(classifier), layer_count)
     if cut is None:
-        return classifier, prepared.train, prepared.val, "off: every backbone layer trains"
+        prepared.cache.clear()  # nothing to cache: the last cut point's features would only take memory
+        return classifier, prepared.train, prepared.val, "off: no frozen layers below the trainable ones"
     cached = prepared.cache.at(cut)
     return bb.part_above_cut(classifier, cut), cached.train, cached.val, cached.describe()
 
@@ -423,6 +427,9 @@ def _run_depth(
             try:
                 return _train_and_log(prepared, model, head_history, depth, trainable_layers, run_id)
             except Exception as error:
+                interrupt = received_interrupt()
+                if interrupt is not None:  # an interrupt that TensorFlow turned into another error
+                    raise interrupt from error
                 tracker.set_tags({"tlexp.error": first_line(error)[:500]})
                 tracker.log_text(traceback.format_exc(), "error/traceback.txt")
                 raise TrialError(f"unfreeze depth {depth} failed: {first_line(error)}") from error
@@ -454,15 +461,16 @@ def _train_and_log(
         tracker.log_split(split.x, split.y, name=f"{dataset.name}-{context}", digest=split_digest(split), context=context)
     head_epochs = len(head_history.get("loss", []))
     tracker.log_history(head_history, prefix=CURVE_PREFIX, first_step=0)
+    settings = _phase_settings(prepared, "finetune")
     trainable, train, val, cache_note = _trainable_part(
-        prepared, model, layer_count=prepared.layer_counts[depth]
+        prepared, model, layer_count=prepared.layer_counts[depth], settings=settings
     )
     tracker.set_tags({"tlexp.feature_cache": cache_note})
     finetune_history = fit_phase(
         trainable,
         train,
         val,
-        _phase_settings(prepared, "finetune"),
+        settings,
         initial_epoch=head_epochs,
         on_epoch_end=lambda epoch, logs: tracker.log_metrics(
             {f"{CURVE_PREFIX}{name}": value for name, value in logs.items()}, step=epoch

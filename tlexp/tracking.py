@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from tlexp.errors import TrackingError, first_line
+from tlexp.errors import TrackingError, first_line, received_interrupt
 
 if TYPE_CHECKING:
     import keras
@@ -283,7 +283,7 @@ class Tracker:
             mlflow.end_run("KILLED")
             raise
         except BaseException:
-            mlflow.end_run("FAILED")
+            mlflow.end_run("KILLED" if received_interrupt() else "FAILED")
             raise
         mlflow.end_run("FINISHED")
 

@@ -37,8 +37,7 @@ def configure_device(*, mixed_precision: bool) -> str:
     import keras
     import tensorflow as tf
 
-    # Progress bars would interleave with tlexp's own progress lines (MLflow predicts when it
-    # validates a logged model's input example).
+    # Progress bars would interleave with tlexp's own progress lines.
     keras.config.disable_interactive_logging()
     # Each depth builds new models, and TensorFlow warns about every retrace that causes.
     tf.get_logger().setLevel("ERROR")
@@ -125,12 +124,8 @@ def fit_phase(
         )
     if on_epoch_end is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
-    if isinstance(train.x, np.memmap):
-        train_data = _file_batches(train, settings.batch_size, seed=settings.seed + initial_epoch, shuffle=True)
-        val_data = _file_batches(val, settings.batch_size)
-    else:
-        train_data = _batches(train.x, train.y, settings.batch_size, shuffle_seed=settings.seed + initial_epoch)
-        val_data = _batches(val.x, val.y, settings.batch_size)
+    train_data = batches(train.x, train.y, settings.batch_size, shuffle_seed=settings.seed + initial_epoch)
+    val_data = batches(val.x, val.y, settings.batch_size)
     history = model.fit(
         train_data,
         validation_data=val_data,
@@ -149,44 +144,36 @@ def fit_phase(
     return history.history
 
 
-def _batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle_seed: int | None = None):
-    """A tf.data pipeline over in-memory arrays, reshuffled each epoch when a seed is given.
+def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle_seed: int | None = None):
+    """A tf.data pipeline of (x, y) batches, or x batches, reshuffled each epoch given a seed.
 
     Keras turns NumPy arrays into a new tf.data pipeline, and new iterators, in every epoch and
-    every validation pass; on small data that overhead is most of an epoch's time.
+    every validation pass; on small data that overhead is most of an epoch's time. The pipeline
+    shuffles row indices and gathers each batch's rows, as Keras' own array adapter does, so no
+    shuffle buffer copies the data. An array in a file (np.memmap: a feature cache over its
+    memory budget) is read one batch at a time, the same rows in the same order as in memory.
     """
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
+    indices = tf.data.Dataset.range(len(x))
     if shuffle_seed is not None:
-        data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _file_batches(split: Split, batch_size: int, *, seed: int = 0, shuffle: bool = False):
-    """Batches of an array that lives in a file (a cache too large for memory), read one batch at
-    a time; Keras' array adapter would load all of it. Shuffled per epoch when training."""
-    import keras
-
-    class FileBatches(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__()
-            self._rng = np.random.default_rng(seed)
-            self._order = self._rng.permutation(len(split)) if shuffle else np.arange(len(split))
-
-        def __len__(self) -> int:
-            return -(-len(split) // batch_size)
-
-        def __getitem__(self, index: int):
-            # Sorted indices read a memory-mapped file front to back.
-            rows = np.sort(self._order[index * batch_size : (index + 1) * batch_size])
-            return np.asarray(split.x[rows]), split.y[rows]
-
-        def on_epoch_end(self) -> None:
-            if shuffle:
-                self._order = self._rng.permutation(len(split))
-
-    return FileBatches()
+        indices = indices.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    # Sorted rows read a file front to back; the order within a batch does not change its gradient.
+    indices = indices.batch(batch_size).map(tf.sort)
+    if isinstance(x, np.memmap):
+        def rows_of(index):
+            rows = tf.numpy_function(lambda i: np.asarray(x[i]), [index], tf.float32, stateful=False)
+            return tf.ensure_shape(rows, (None, *x.shape[1:]))
+    else:
+        # One tensor for the pipeline's lifetime; tf.gather picks each batch's rows from it.
+        tensor = tf.convert_to_tensor(x)
+        rows_of = lambda index: tf.gather(tensor, index)  # noqa: E731
+    if y is None:
+        pipeline = indices.map(rows_of)
+    else:
+        labels = tf.convert_to_tensor(y)
+        pipeline = indices.map(lambda index: (rows_of(index), tf.gather(labels, index)))
+    return pipeline.prefetch(tf.data.AUTOTUNE)
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
@@ -201,7 +188,7 @@ def predict_probabilities_of_each(
     function instead of one per array), split back into one result per array."""
     from functools import reduce
 
-    pipeline = reduce(lambda joined, data: joined.concatenate(data), (_batches(x, None, batch_size) for x in arrays))
+    pipeline = reduce(lambda joined, data: joined.concatenate(data), (batches(x, None, batch_size) for x in arrays))
     probabilities = np.asarray(model.predict(pipeline, verbose=0), dtype="float64")
     # float32 softmax rows sum to 1 only up to rounding; scikit-learn's log_loss checks the sum.
     probabilities /= probabilities.sum(axis=1, keepdims=True)
