@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from tlexp.config import ALL_LAYERS, CONFIG_KEYS, SweepConfig, load_config, parse_depths
@@ -99,3 +101,9 @@ def test_positive_class_read_as_a_number_becomes_a_class_name(tmp_path):
     path.write_text("data: demo-rare\npositive_class: 9\n")
     config = load_config(path)
     assert config.positive_class == "9" and config.dataset_name == "demo-rare"
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("experiments/*.*")), ids=lambda p: p.name)
+def test_every_shipped_experiment_config_loads(path):
+    config = load_config(path)
+    assert config.unfreeze and config.experiment.startswith("tlexp-")
