@@ -148,32 +148,30 @@ def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle_see
     """A tf.data pipeline of (x, y) batches, or x batches, reshuffled each epoch given a seed.
 
     Keras turns NumPy arrays into a new tf.data pipeline, and new iterators, in every epoch and
-    every validation pass; on small data that overhead is most of an epoch's time. The pipeline
-    shuffles row indices and gathers each batch's rows, as Keras' own array adapter does, so no
-    shuffle buffer copies the data. An array in a file (np.memmap: a feature cache over its
-    memory budget) is read one batch at a time, the same rows in the same order as in memory.
+    every validation pass; on small data that overhead is most of an epoch's time. An array in a
+    file (np.memmap: a feature cache over its memory budget) is read one batch of rows at a time;
+    tf.data's seeded shuffle draws the same order for its row indices as for in-memory rows, so
+    both give the same batches.
     """
     import tensorflow as tf
 
-    indices = tf.data.Dataset.range(len(x))
-    if shuffle_seed is not None:
-        indices = indices.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    # Sorted rows read a file front to back; the order within a batch does not change its gradient.
-    indices = indices.batch(batch_size).map(tf.sort)
     if isinstance(x, np.memmap):
         def rows_of(index):
             rows = tf.numpy_function(lambda i: np.asarray(x[i]), [index], tf.float32, stateful=False)
             return tf.ensure_shape(rows, (None, *x.shape[1:]))
+
+        data = tf.data.Dataset.range(len(x))
+        labels = None if y is None else tf.convert_to_tensor(y)
+        to_batch = rows_of if labels is None else (lambda index: (rows_of(index), tf.gather(labels, index)))
     else:
-        # One tensor for the pipeline's lifetime; tf.gather picks each batch's rows from it.
-        tensor = tf.convert_to_tensor(x)
-        rows_of = lambda index: tf.gather(tensor, index)  # noqa: E731
-    if y is None:
-        pipeline = indices.map(rows_of)
-    else:
-        labels = tf.convert_to_tensor(y)
-        pipeline = indices.map(lambda index: (rows_of(index), tf.gather(labels, index)))
-    return pipeline.prefetch(tf.data.AUTOTUNE)
+        data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
+        to_batch = None
+    if shuffle_seed is not None:
+        data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size)
+    if to_batch is not None:
+        data = data.map(to_batch)
+    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
